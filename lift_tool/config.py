@@ -1,0 +1,97 @@
+"""Typed settings for lift-tool.
+
+Every field can be overridden from the environment with the prefix ``LIFT_`` (nested fields with ``__``), for
+example ``LIFT_HOME=/data/lift`` or ``LIFT_TRAINING__EPOCHS=3``. Code passes a :class:`Settings` around; nothing
+reads the environment elsewhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Literal
+
+import platformdirs
+from pydantic import BaseModel, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from lift_tool.errors import ConfigError
+
+APP_NAME = "lift-tool"
+
+
+class LoraSettings(BaseModel):
+    """The LoRA adapter: applied to every attention and MLP projection of the model."""
+
+    rank: int = Field(16, ge=1, le=512)
+    alpha: int = Field(32, ge=1)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+class TaskMix(BaseModel):
+    """Relative weights of the four kinds of training example (see ``lift_tool.tasks``).
+
+    A weight scales how many examples of that kind one epoch holds, relative to one pass over the kind's
+    natural set (every segment once, every generated question once). 0 turns a kind off.
+    """
+
+    segments: float = Field(1.0, ge=0)  # plain language modelling on overlapping segments
+    contextual: float = Field(1.0, ge=0)  # a segment after the document's head, loss on the segment only
+    qa: float = Field(1.0, ge=0)  # synthetic question-answer pairs, asked closed-book, loss on the answer
+    qa_long: float = Field(0.25, ge=0)  # the same questions with the surrounding text in the prompt
+    unanswerable: float = Field(0.15, ge=0)  # questions the document does not answer, as a share of qa
+
+
+class TrainingSettings(BaseModel):
+    segment_tokens: int = Field(256, ge=16)
+    segment_stride: int = Field(192, ge=8)
+    long_context_tokens: int = Field(512, ge=32)  # window of text around the evidence in long-context samples
+    epochs: float = Field(3.0, gt=0)
+    learning_rate: float = Field(1e-3, gt=0)
+    warmup_fraction: float = Field(0.05, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    batch_tokens: int = Field(2048, ge=16)  # tokens (padding included) in one micro-batch
+    grad_accum: int = Field(1, ge=1)
+    max_grad_norm: float = Field(1.0, gt=0)
+    seed: int = 0
+    budget_seconds: float | None = Field(None, gt=0)  # stop at the budget and keep what was learnt
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # bf16 autocast where the hardware supports it
+    mix: TaskMix = TaskMix()
+    qa_generator: Literal["rules", "chat"] = "rules"
+
+    @model_validator(mode="after")
+    def _stride_fits(self) -> "TrainingSettings":
+        if self.segment_stride > self.segment_tokens:
+            raise ValueError("segment_stride must not exceed segment_tokens (segments would leave gaps)")
+        return self
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LIFT_", env_nested_delimiter="__", extra="ignore")
+
+    model: str = "smollm2-135m"
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    backend: Literal["auto", "peft", "unsloth"] = "auto"
+    home: Path = Field(default_factory=lambda: Path(platformdirs.user_data_dir(APP_NAME)))
+    cache_dir: Path = Field(default_factory=lambda: Path(platformdirs.user_cache_dir(APP_NAME)))
+    max_document_tokens: int = Field(200_000, ge=1)
+    max_new_tokens: int = Field(64, ge=1)
+    lora: LoraSettings = LoraSettings()
+    training: TrainingSettings = TrainingSettings()
+
+    def training_fingerprint(self) -> str:
+        """A short hash of everything that changes what absorption learns (not where files go)."""
+        relevant = {"lora": self.lora.model_dump(), "training": self.training.model_dump(exclude={"budget_seconds"})}
+        blob = json.dumps(relevant, sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def load_settings(**overrides) -> Settings:
+    """Settings from the environment, with explicit overrides on top; a bad value is a :class:`ConfigError`."""
+    try:
+        return Settings(**overrides)
+    except ValueError as err:  # pydantic's ValidationError is a ValueError
+        raise ConfigError(f"invalid lift-tool setting: {err}") from None

