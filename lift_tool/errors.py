@@ -43,3 +43,7 @@ class CorruptAdapterError(LiftError):
 
 class AbsorptionInterrupted(LiftError):
     """Absorption was interrupted (Ctrl-C); nothing was written."""
+
+
+class StorageError(LiftError):
+    """The memory folder could not be read or written (disk full, permissions, a damaged index)."""

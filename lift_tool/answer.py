@@ -1,0 +1,97 @@
+"""Generation: answer a question with the model as it is (bare or with an adapter active), with or without
+context in the prompt. Greedy by default; text can be streamed as it is produced."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from lift_tool.prompts import messages, render
+
+
+def generate(
+    model,
+    tokenizer,
+    conversation: list[dict[str, str]],
+    max_new_tokens: int = 64,
+    on_text: Callable[[str], None] | None = None,
+) -> str:
+    """Greedy decoding of the assistant's reply to ``conversation``."""
+    import torch
+
+    prompt = render(tokenizer, conversation, add_generation_prompt=True)
+    inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).to(model.device)
+    streamer = _CallbackStreamer(tokenizer, on_text) if on_text else None
+    with torch.inference_mode():
+        output = model.generate(
+            **inputs,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            temperature=None,
+            top_p=None,
+            top_k=None,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=_stop_ids(tokenizer),
+            streamer=streamer,
+        )
+    new_tokens = output[0, inputs["input_ids"].shape[1] :]
+    return tokenizer.decode(new_tokens, skip_special_tokens=True).strip()
+
+
+def answer(model, tokenizer, question: str, titles: list[str], context: str | None = None, max_new_tokens: int = 64,
+           on_text: Callable[[str], None] | None = None) -> str:
+    """Answer ``question`` about the documents named in ``titles``; ``context`` goes in the prompt if given."""
+    return generate(model, tokenizer, messages(question, titles, context), max_new_tokens, on_text)
+
+
+def fit_context(tokenizer, text: str, budget_tokens: int) -> str:
+    """``text`` cut to ``budget_tokens`` tokens by removing its middle (as LIFT's truncated in-context baseline
+    does): the beginning and end of a document usually say the most about it."""
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    if len(ids) <= budget_tokens:
+        return text
+    if budget_tokens <= 0:
+        return ""
+    head = budget_tokens // 2
+    tail = budget_tokens - head
+    return tokenizer.decode(ids[:head]) + "\n[…]\n" + tokenizer.decode(ids[-tail:])
+
+
+def context_budget(tokenizer, context_window: int, question: str, titles: list[str], max_new_tokens: int) -> int:
+    """Tokens left for context once the prompt around it and the answer are accounted for."""
+    overhead = len(tokenizer(render(tokenizer, messages(question, titles, "x"), True), add_special_tokens=False)["input_ids"])
+    return max(0, context_window - overhead - max_new_tokens - 8)
+
+
+def _stop_ids(tokenizer) -> list[int]:
+    ids = {tokenizer.eos_token_id}
+    for token in ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>"):
+        token_id = tokenizer.convert_tokens_to_ids(token)
+        if isinstance(token_id, int) and token_id != tokenizer.unk_token_id:
+            ids.add(token_id)
+    return sorted(i for i in ids if i is not None)
+
+
+class _CallbackStreamer:
+    """A minimal streamer for ``generate``: decodes new tokens and hands the new text to a callback."""
+
+    def __init__(self, tokenizer, on_text: Callable[[str], None]):
+        self.tokenizer = tokenizer
+        self.on_text = on_text
+        self.tokens: list[int] = []
+        self.printed = 0
+        self.skipped_prompt = False
+
+    def put(self, value) -> None:
+        if not self.skipped_prompt:  # the first call carries the prompt
+            self.skipped_prompt = True
+            return
+        self.tokens.extend(value.reshape(-1).tolist())
+        text = self.tokenizer.decode(self.tokens, skip_special_tokens=True)
+        if len(text) > self.printed and not text.endswith("\ufffd"):
+            self.on_text(text[self.printed :])
+            self.printed = len(text)
+
+    def end(self) -> None:
+        text = self.tokenizer.decode(self.tokens, skip_special_tokens=True)
+        if len(text) > self.printed:
+            self.on_text(text[self.printed :])

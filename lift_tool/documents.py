@@ -1,0 +1,105 @@
+"""Read a document from a file or a string, with clear errors for input a user can get wrong.
+
+Plain text and Markdown are read directly; PDF through pypdf and HTML through BeautifulSoup.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from lift_tool.errors import InputError
+from lift_tool.segment import document_id, normalise_text
+
+TEXT_SUFFIXES = {".txt", ".md", ".markdown", ".rst", ".text", ""}
+
+
+@dataclass(frozen=True)
+class Document:
+    text: str  # normalised
+    title: str
+    doc_id: str
+    source: str | None = None  # the file it came from, if any
+
+
+def make_document(text: str, title: str | None = None, source: str | None = None) -> Document:
+    """Normalise and check a text; the title defaults to its first Markdown heading or first line."""
+    if "\x00" in text:
+        raise InputError(f"{source or 'the text'} looks binary (it contains NUL bytes): give a text, Markdown, PDF or HTML file")
+    text = normalise_text(text)
+    if not text:
+        raise InputError(f"{source or 'the document'} is empty: there is nothing to absorb")
+    return Document(text=text, title=title or guess_title(text, source), doc_id=document_id(text), source=source)
+
+
+def guess_title(text: str, source: str | None = None) -> str:
+    heading = re.search(r"^#{1,3}\s+(.+)$", text, flags=re.MULTILINE)
+    if heading:
+        return heading.group(1).strip()[:120]
+    if source:
+        return Path(source).stem
+    first_line = text.split("\n", 1)[0].strip()
+    return (first_line[:80] + "…") if len(first_line) > 80 else first_line
+
+
+def read_document(path: str | Path, title: str | None = None) -> Document:
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise InputError(f"file not found: {path}")
+    if path.is_dir():
+        raise InputError(f"{path} is a folder: give one document file")
+    suffix = path.suffix.lower()
+    if suffix == ".pdf":
+        text = _read_pdf(path)
+    elif suffix in {".html", ".htm"}:
+        text = _html_to_text(_decode(path.read_bytes(), path))
+    else:
+        raw = path.read_bytes()
+        if suffix not in TEXT_SUFFIXES and _looks_binary(raw):
+            raise InputError(f"{path} is not a text file (unsupported type {suffix!r}): give text, Markdown, PDF or HTML")
+        text = _decode(raw, path)
+    return make_document(text, title=title, source=str(path))
+
+
+def _looks_binary(raw: bytes) -> bool:
+    return b"\x00" in raw[:8192]
+
+
+def _decode(raw: bytes, path: Path) -> str:
+    if _looks_binary(raw):
+        raise InputError(f"{path} looks binary (it contains NUL bytes): give a text, Markdown, PDF or HTML file")
+    for encoding in ("utf-8-sig", "utf-16") if raw[:2] in (b"\xff\xfe", b"\xfe\xff") else ("utf-8-sig",):
+        try:
+            return raw.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+    raise InputError(f"{path} is not valid UTF-8 text: convert it to UTF-8 first (for example with iconv)")
+
+
+def _read_pdf(path: Path) -> str:
+    from pypdf import PdfReader
+    from pypdf.errors import PdfReadError
+
+    try:
+        reader = PdfReader(path)
+        pages = [page.extract_text() or "" for page in reader.pages]
+    except (PdfReadError, ValueError, OSError) as err:
+        raise InputError(f"could not read the PDF {path}: {err}") from None
+    text = "\n\n".join(pages)
+    if not text.strip():
+        raise InputError(f"{path} has no extractable text (a scanned PDF needs OCR first)")
+    return text
+
+
+def _html_to_text(html: str) -> str:
+    from bs4 import BeautifulSoup
+
+    soup = BeautifulSoup(html, "html.parser")
+    for tag in soup(["script", "style", "noscript", "nav", "footer", "header"]):
+        tag.decompose()
+    title = soup.title.get_text(strip=True) if soup.title else ""
+    body = soup.get_text("\n")
+    lines = [re.sub(r"[ \t]+", " ", line).strip() for line in body.split("\n")]
+    text = "\n".join(line for line in lines if line)
+    return f"# {title}\n\n{text}" if title and not text.startswith(title) else text

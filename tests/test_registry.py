@@ -1,0 +1,628 @@
+"""The adapter registry: real SQLite, real files, real PEFT adapters built on the tiny model."""
+
+from __future__ import annotations
+
+import errno
+import io
+import json
+import multiprocessing
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tarfile
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from helpers_adapters import (
+    SETTINGS_A,
+    SETTINGS_B,
+    SHARED_TEXT,
+    build_lora,
+    churn_worker,
+    copy_adapter_files,
+    doc_id_for,
+    store_adapter,
+    tree_bytes,
+    worker_text,
+    write_manifest,
+)
+
+from lift_tool.errors import (
+    AmbiguousDocumentError,
+    CorruptAdapterError,
+    IncompatibleAdapterError,
+    InputError,
+    LiftError,
+    UnknownDocumentError,
+)
+from memory import registry as registry_module
+from memory.registry import Registry, StorageError, adapter_key
+
+BASE = "llama-fp-base"
+TEXT_A = "Alpha document. It talks about the first topic at length. " * 10
+TEXT_B = "Beta document. It is about something else entirely. " * 10
+TEXT_C = "Gamma document, stored for retrieval only. " * 10
+
+
+@pytest.fixture(scope="session")
+def lora_a(tiny_model_dir, tmp_path_factory) -> Path:
+    return build_lora(tiny_model_dir, tmp_path_factory.mktemp("lora-a"), seed=1)
+
+
+@pytest.fixture(scope="session")
+def lora_b(tiny_model_dir, tmp_path_factory) -> Path:
+    return build_lora(tiny_model_dir, tmp_path_factory.mktemp("lora-b"), seed=2)
+
+
+@pytest.fixture
+def registry(lift_home) -> Registry:
+    return Registry(lift_home)
+
+
+def rows(registry: Registry, table: str) -> list[tuple]:
+    with sqlite3.connect(registry.db_path) as conn:
+        return conn.execute(f"SELECT * FROM {table}").fetchall()
+
+
+def assert_nothing_half_added(registry: Registry, key: str) -> None:
+    assert not registry.adapter_path(key).exists()
+    assert all(row[0] != key for row in rows(registry, "adapters"))
+    assert list(registry.staging_dir.iterdir()) == []
+
+
+# ------------------------------------------------------------------------------------------- round trip
+
+
+def test_add_list_resolve_remove_round_trip(registry, lora_a):
+    entry = store_adapter(registry, lora_a, TEXT_A, "Alpha", BASE)
+    doc_id = doc_id_for(TEXT_A)
+    assert entry.key == adapter_key(doc_id, BASE, SETTINGS_A)
+    assert entry.path == registry.home / "adapters" / entry.key
+    stored = {p.name for p in entry.path.iterdir()}
+    assert stored >= {"adapter_config.json", "adapter_model.safetensors", "lift_manifest.json", "checksums.json"}
+    checksums = json.loads((entry.path / "checksums.json").read_text())["files"]
+    assert set(checksums) == stored - {"checksums.json"}  # every other file
+    assert entry.manifest["backend"] == "peft" and entry.train_seconds == 1.5 and entry.size_bytes > 0
+    registry.add_document(doc_id_for(TEXT_C), "Gamma", TEXT_C, tokens=70, route="retrieve")
+
+    [alpha, gamma] = registry.list_documents()
+    assert (alpha.title, alpha.route, alpha.base_models, [a.key for a in alpha.adapters]) == ("Alpha", "absorb", ["tiny-llama"], [entry.key])
+    assert alpha.size_bytes == entry.size_bytes and alpha.train_seconds == 1.5
+    assert (gamma.title, gamma.route, gamma.adapters) == ("Gamma", "retrieve", [])
+    assert registry.document_text(doc_id) == TEXT_A
+    assert registry.find_adapter(doc_id, BASE, SETTINGS_A).key == entry.key
+    assert registry.adapter_for("Alpha", BASE).key == entry.key
+
+    removed = registry.remove("Alpha")
+    assert removed.doc_id == doc_id
+    assert [d.title for d in registry.list_documents()] == ["Gamma"]
+    assert not entry.path.exists() and not registry.text_path(doc_id).exists()
+    assert rows(registry, "adapters") == []
+    with pytest.raises(UnknownDocumentError):
+        registry.resolve("Alpha")
+    assert registry.verify().ok
+
+
+def test_add_document_is_idempotent(registry):
+    doc_id = doc_id_for(TEXT_A)
+    registry.add_document(doc_id, "First title", TEXT_A, tokens=100, route="retrieve")
+    registry.add_document(doc_id, None, None, None)  # nothing given: nothing changes
+    assert (registry.resolve(doc_id).title, registry.resolve(doc_id).route) == ("First title", "retrieve")
+    registry.add_document(doc_id, "Second title", TEXT_A, tokens=100, route="absorb")
+    [document] = registry.list_documents()
+    assert (document.title, document.route, document.tokens) == ("Second title", "absorb", 100)
+    assert len(rows(registry, "documents")) == 1
+    with pytest.raises(InputError, match="is new"):
+        registry.add_document(doc_id_for(TEXT_B), None, TEXT_B, tokens=5)
+    with pytest.raises(InputError, match="not a document id"):
+        registry.add_document("../../etc/passwd", "x", "x", tokens=1)
+
+
+def test_same_text_model_and_settings_is_a_cache_hit(registry, lora_a, lora_b):
+    first = store_adapter(registry, lora_a, TEXT_A, "Alpha", BASE)
+    stored = tree_bytes(first.path)
+    again = store_adapter(registry, lora_b, TEXT_A, "Alpha", BASE)  # other bytes, same key: the stored one stays
+    assert again.key == first.key
+    assert tree_bytes(first.path) == stored
+    assert len(rows(registry, "adapters")) == 1
+    assert list(registry.staging_dir.iterdir()) == []
+
+    other = store_adapter(registry, lora_b, TEXT_A, "Alpha", BASE, settings_fingerprint=SETTINGS_B)
+    assert other.key != first.key
+    doc_id = doc_id_for(TEXT_A)
+    assert registry.find_adapter(doc_id, BASE, SETTINGS_A).key == first.key
+    assert registry.find_adapter(doc_id, BASE).key == other.key  # no settings given: the newest
+    assert registry.find_adapter(doc_id, "llama-other-model") is None
+    assert [a.key for a in registry.resolve(doc_id).adapters] == [first.key, other.key]
+
+
+def test_absorbing_again_replaces_a_damaged_copy(registry, lora_a):
+    entry = store_adapter(registry, lora_a, TEXT_A, "Alpha", BASE)
+    good = tree_bytes(entry.path)
+    (entry.path / "adapter_model.safetensors").write_bytes(b"garbage")
+    with pytest.raises(CorruptAdapterError):
+        registry.check_intact(entry)
+    again = store_adapter(registry, lora_a, TEXT_A, "Alpha", BASE)
+    assert again.key == entry.key
+    registry.check_intact(again)
+    assert tree_bytes(again.path) == good
+    assert registry.verify().ok and list(registry.staging_dir.iterdir()) == []
+
+
+def test_add_adapter_needs_the_document_text(registry, lora_a):
+    with registry.staging() as folder:
+        copy_adapter_files(lora_a, folder)
+        write_manifest(folder, doc_id_for(TEXT_A), "Alpha", BASE)
+        with pytest.raises(InputError, match="add_document"):
+            registry.add_adapter(folder)
+        assert (folder / "adapter_model.safetensors").is_file()  # kept, so the caller can add the text and retry
+        entry = registry.add_adapter(folder, text=TEXT_A)
+    assert registry.document_text(entry.doc_id) == TEXT_A
+    assert registry.resolve(entry.doc_id).title == "Alpha"  # the row came from the manifest
+
+
+def test_add_adapter_from_a_folder_of_the_callers_own(registry, lora_a, tmp_path):
+    own = tmp_path / "my-adapter"
+    own.mkdir()
+    copy_adapter_files(lora_a, own)
+    write_manifest(own, doc_id_for(TEXT_A), "Alpha", BASE)
+    before = tree_bytes(own)
+    entry = registry.add_adapter(own, text=TEXT_A)
+    registry.check_intact(entry)
+    assert tree_bytes(own) == before  # copied in, not moved: the registry never deletes outside its home
+    assert list(registry.staging_dir.iterdir()) == []
+
+
+@pytest.mark.parametrize("damage", ["no manifest", "bad manifest", "bad config", "truncated weights", "no weights"])
+def test_add_adapter_refuses_a_broken_folder(registry, lora_a, damage):
+    registry.add_document(doc_id_for(TEXT_A), "Alpha", TEXT_A, tokens=10)
+    with registry.staging() as folder:
+        copy_adapter_files(lora_a, folder)
+        write_manifest(folder, doc_id_for(TEXT_A), "Alpha", BASE)
+        if damage == "no manifest":
+            (folder / "lift_manifest.json").unlink()
+        elif damage == "bad manifest":
+            manifest = json.loads((folder / "lift_manifest.json").read_text())
+            manifest["tokens"] = "many"
+            (folder / "lift_manifest.json").write_text(json.dumps(manifest))
+        elif damage == "bad config":
+            (folder / "adapter_config.json").write_text("{not json")
+        elif damage == "truncated weights":
+            weights = folder / "adapter_model.safetensors"
+            weights.write_bytes(weights.read_bytes()[:-100])
+        else:
+            (folder / "adapter_model.safetensors").unlink()
+        with pytest.raises(CorruptAdapterError):
+            registry.add_adapter(folder)
+    assert registry.resolve("Alpha").adapters == []
+    assert list(registry.adapters_dir.iterdir()) == []
+
+
+# ---------------------------------------------------------------------------------------------- resolve
+
+
+def test_resolve_by_id_prefix_and_title(registry, lora_a):
+    entry = store_adapter(registry, lora_a, TEXT_A, "Alpha", BASE)
+    doc_id = entry.doc_id
+    assert registry.resolve(doc_id).doc_id == doc_id
+    assert registry.resolve(doc_id[:4]).doc_id == doc_id
+    assert registry.resolve(doc_id[:10].upper()).doc_id == doc_id
+    assert registry.resolve("Alpha").doc_id == doc_id
+    with pytest.raises(UnknownDocumentError, match="run `lift list`"):
+        registry.resolve(doc_id[:3])  # too short to be taken as a prefix
+    with pytest.raises(UnknownDocumentError, match="no absorbed document matches 'alpha'"):
+        registry.resolve("alpha")  # titles are case-sensitive
+
+
+def test_resolve_ambiguous_title_and_prefix(registry):
+    registry.add_document(doc_id_for(TEXT_A), "Report", TEXT_A, tokens=10)
+    registry.add_document(doc_id_for(TEXT_B), "Report", TEXT_B, tokens=10)
+    with pytest.raises(AmbiguousDocumentError) as err:
+        registry.resolve("Report")
+    assert doc_id_for(TEXT_A)[:12] in str(err.value) and doc_id_for(TEXT_B)[:12] in str(err.value)
+
+    # Two texts whose ids share their first four hex digits.
+    seen: dict[str, str] = {}
+    for n in range(100_000):
+        text = f"prefix probe {n}"
+        prefix = doc_id_for(text)[:4]
+        if prefix in seen:
+            break
+        seen[prefix] = text
+    for text in (seen[prefix], text):
+        registry.add_document(doc_id_for(text), text, text, tokens=3)
+    with pytest.raises(AmbiguousDocumentError, match="2 documents"):
+        registry.resolve(prefix)
+    assert registry.resolve(doc_id_for(text)[:20]).title == text
+
+
+def test_adapter_for_other_base_model_or_no_adapter(registry, lora_a):
+    store_adapter(registry, lora_a, TEXT_A, "Alpha", BASE, base_model="SmolLM2-135M-Instruct")
+    registry.add_document(doc_id_for(TEXT_C), "Gamma", TEXT_C, tokens=10, route="retrieve")
+    with pytest.raises(IncompatibleAdapterError, match=r"absorbed with SmolLM2-135M-Instruct \(llama-fp-base\).*Qwen"):
+        registry.adapter_for("Alpha", "qwen2-other", base_model="Qwen")
+    with pytest.raises(UnknownDocumentError, match="has no adapter.*retrieve"):
+        registry.adapter_for("Gamma", BASE)
+
+
+# ------------------------------------------------------------------------------------------- atomicity
+
+
+@pytest.mark.parametrize("failure", [RuntimeError("injected"), KeyboardInterrupt()])
+def test_failure_between_rename_and_insert_leaves_no_trace(registry, lora_a, lora_b, monkeypatch, failure):
+    kept = store_adapter(registry, lora_b, TEXT_B, "Beta", BASE)
+    kept_files = tree_bytes(kept.path)
+
+    def fail(*args, **kwargs):
+        # By now the folder has been renamed into adapters/: the undo must move it out again.
+        assert any(p.name == adapter_key(doc_id_for(TEXT_A), BASE, SETTINGS_A) for p in registry.adapters_dir.iterdir())
+        raise failure
+
+    monkeypatch.setattr(Registry, "_insert_rows", fail)
+    with pytest.raises(type(failure)):
+        store_adapter(registry, lora_a, TEXT_A, "Alpha", BASE)
+    assert_nothing_half_added(registry, adapter_key(doc_id_for(TEXT_A), BASE, SETTINGS_A))
+    assert [a.key for a in registry.resolve("Alpha").adapters] == []  # the document (added before) stays
+    assert tree_bytes(kept.path) == kept_files
+    monkeypatch.undo()
+    assert registry.verify().ok
+
+
+def test_interrupt_inside_staging_leaves_nothing(registry, lora_a):
+    with pytest.raises(KeyboardInterrupt):
+        with registry.staging() as folder:
+            copy_adapter_files(lora_a, folder)
+            write_manifest(folder, doc_id_for(TEXT_A), "Alpha", BASE)
+            raise KeyboardInterrupt
+    assert list(registry.staging_dir.iterdir()) == []
+    assert list(registry.adapters_dir.iterdir()) == []
+    assert registry.list_documents() == []
+    assert registry.verify().ok
+
+
+def test_full_disk_while_writing_checksums(registry, lora_a, lora_b, monkeypatch):
+    kept = store_adapter(registry, lora_b, TEXT_B, "Beta", BASE)
+    kept_files = tree_bytes(kept.path)
+    real_write = registry_module._write_atomic
+
+    def disk_full_for_checksums(path, data):
+        if path.name == "checksums.json":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_write(path, data)
+
+    monkeypatch.setattr(registry_module, "_write_atomic", disk_full_for_checksums)
+    with pytest.raises(StorageError, match="no space left on the disk"):
+        store_adapter(registry, lora_a, TEXT_A, "Alpha", BASE)
+    assert_nothing_half_added(registry, adapter_key(doc_id_for(TEXT_A), BASE, SETTINGS_A))
+    assert tree_bytes(kept.path) == kept_files
+    registry.check_intact(kept)
+
+
+def test_full_disk_in_the_index(registry, lora_a, lora_b, monkeypatch):
+    kept = store_adapter(registry, lora_b, TEXT_B, "Beta", BASE)
+
+    def disk_full(*args, **kwargs):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(Registry, "_insert_rows", disk_full)
+    with pytest.raises(StorageError, match="no space left on the disk"):
+        store_adapter(registry, lora_a, TEXT_A, "Alpha", BASE)
+    assert_nothing_half_added(registry, adapter_key(doc_id_for(TEXT_A), BASE, SETTINGS_A))
+    registry.check_intact(kept)
+
+
+FULL_DISK_SCRIPT = textwrap.dedent(
+    """
+    import json, os, shutil, sys
+    from pathlib import Path
+    sys.path[:0] = [sys.argv[3], sys.argv[4]]
+    from helpers_adapters import copy_adapter_files, doc_id_for, store_adapter, write_manifest, tree_bytes
+    from memory.registry import Registry, StorageError
+
+    mount, source = Path(sys.argv[1]), Path(sys.argv[2])
+    registry = Registry(mount / "home")
+    kept = store_adapter(registry, source, "kept text " * 50, "Kept", "fp")
+    before = tree_bytes(kept.path)
+    new_text = "new text " * 50
+    registry.add_document(doc_id_for(new_text), "New", new_text, tokens=100)
+    result = {}
+    with registry.staging() as folder:
+        copy_adapter_files(source, folder)
+        write_manifest(folder, doc_id_for(new_text), "New", "fp")
+        with open(mount / "filler", "wb", buffering=0) as filler:  # take every free block
+            try:
+                while True:
+                    filler.write(b"x" * 4096)
+            except OSError as err:
+                result["filled"] = err.errno
+        try:
+            registry.add_adapter(folder)
+            result["error"] = None
+        except StorageError as err:
+            result["error"] = str(err)
+        (mount / "filler").unlink()
+        result["adapters_after_failure"] = sorted(p.name for p in registry.adapters_dir.iterdir())
+        result["kept_intact"] = tree_bytes(kept.path) == before
+        result["kept_key"] = kept.key
+        result["rows"] = [a.key for d in registry.list_documents() for a in d.adapters]
+        result["retry"] = registry.add_adapter(folder).key  # with space again, the same add succeeds
+    report = registry.verify()
+    result["verify_ok"] = report.ok
+    result["staging_left"] = os.listdir(registry.staging_dir)
+    print("RESULT " + json.dumps(result))
+    """
+)
+
+
+def test_full_disk_on_a_real_small_filesystem(tmp_path, lora_a):
+    """A real tmpfs of 1 MiB, mounted in a private user+mount namespace (no root needed where user namespaces
+    are allowed; skipped where they are not)."""
+    if shutil.which("unshare") is None:
+        pytest.skip("unshare is not available")
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    script = tmp_path / "full_disk.py"
+    script.write_text(FULL_DISK_SCRIPT)
+    tests_dir = Path(__file__).parent
+    command = (
+        f"mount -t tmpfs -o size=1m tmpfs {mount} && "
+        f"{sys.executable} {script} {mount} {lora_a} {tests_dir} {tests_dir.parent}"
+    )
+    done = subprocess.run(
+        ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", command],
+        capture_output=True, text=True, timeout=300,
+    )
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    if not lines and ("unshare" in done.stderr or "mount" in done.stderr) and "Traceback" not in done.stderr:
+        pytest.skip(f"cannot mount a private tmpfs here: {done.stderr.strip()}")
+    assert lines, done.stderr
+    result = json.loads(lines[0][len("RESULT "):])
+    assert result["filled"] == errno.ENOSPC
+    assert result["error"] and "no space left on the disk" in result["error"]
+    assert result["adapters_after_failure"] == [result["kept_key"]]
+    assert result["rows"] == [result["kept_key"]]
+    assert result["kept_intact"]
+    assert result["retry"] != result["kept_key"]
+    assert result["verify_ok"] and result["staging_left"] == []
+
+
+# ------------------------------------------------------------------------------- damage and repair
+
+
+def flip_a_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[-10] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage", ["flipped byte", "truncated", "config deleted", "checksums deleted"])
+def test_verify_finds_damaged_adapters_and_repair_removes_only_them(registry, lora_a, lora_b, damage):
+    good = store_adapter(registry, lora_b, TEXT_B, "Beta", BASE)
+    bad = store_adapter(registry, lora_a, TEXT_A, "Alpha", BASE)
+    good_files = tree_bytes(good.path)
+    weights = bad.path / "adapter_model.safetensors"
+    if damage == "flipped byte":
+        flip_a_byte(weights)
+    elif damage == "truncated":
+        weights.write_bytes(weights.read_bytes()[:-1000])
+    elif damage == "config deleted":
+        (bad.path / "adapter_config.json").unlink()
+    else:
+        (bad.path / "checksums.json").unlink()
+
+    report = registry.verify()
+    assert not report.ok and report.checked == 2
+    assert list(report.damaged) == [bad.key]
+    with pytest.raises(CorruptAdapterError, match="adapter for 'Alpha' is damaged .*lift verify --repair"):
+        registry.check_intact(bad)
+    with pytest.raises(CorruptAdapterError):
+        registry.read_intact(bad)
+    registry.check_intact(good)
+    assert registry.read_intact(good) == (good.path / "adapter_model.safetensors").read_bytes()
+
+    repaired = registry.verify(repair=True)
+    assert any(bad.key in line for line in repaired.repaired)
+    assert not bad.path.exists()
+    assert registry.resolve("Alpha").adapters == []  # the document stays, to be absorbed again
+    assert tree_bytes(good.path) == good_files
+    assert registry.verify().ok
+
+
+def test_crash_leftovers_are_found_and_collected(registry, lora_a, lora_b, tmp_path):
+    intact = store_adapter(registry, lora_b, TEXT_B, "Beta", BASE)
+    lost = store_adapter(registry, lora_a, TEXT_A, "Alpha", BASE)
+    intact_files = tree_bytes(intact.path)
+    # A crash after the rename, before the row: a folder nobody knows about.
+    shutil.copytree(intact.path, registry.adapters_dir / "0123456789abcdef01234567")
+    # A folder deleted behind the registry's back: a row pointing at nothing.
+    shutil.rmtree(lost.path)
+    # A text file whose row was never written.
+    (registry.documents_dir / (doc_id_for("orphan") + ".txt")).write_text("orphan")
+    # Staging leftovers: of a dead process, and of a live one untouched for two hours; a fresh one stays.
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_folder = registry.staging_dir / f"{int(dead.stdout)}-deadbeef"
+    old_folder = registry.staging_dir / f"{os.getpid()}-0ld"
+    fresh_folder = registry.staging_dir / f"{os.getpid()}-fresh"
+    for folder in (dead_folder, old_folder, fresh_folder):
+        folder.mkdir()
+        (folder / "adapter_model.safetensors").write_bytes(b"partial")
+    two_hours_ago = time.time() - 7200
+    os.utime(old_folder / "adapter_model.safetensors", (two_hours_ago, two_hours_ago))
+    os.utime(old_folder, (two_hours_ago, two_hours_ago))
+
+    report = registry.verify()
+    assert report.orphan_folders == ["0123456789abcdef01234567"]
+    assert report.missing_folders == [lost.key]
+    assert report.orphan_texts == [doc_id_for("orphan") + ".txt"]
+    assert sorted(report.stale_staging) == sorted([dead_folder.name, old_folder.name])
+    assert registry.find_adapter(lost.doc_id, BASE) is None  # a row without its folder is no cache hit
+
+    done = registry.gc()
+    assert len(done.repaired) == 5
+    after = registry.verify()
+    assert after.ok, after.problems()
+    assert tree_bytes(intact.path) == intact_files
+    registry.check_intact(intact)
+    assert fresh_folder.is_dir() and not dead_folder.exists() and not old_folder.exists()
+    assert {d.title for d in registry.list_documents()} == {"Beta", "Alpha"}  # documents stay; Alpha lost its adapter
+    assert registry.resolve("Alpha").adapters == []
+    # Absorbing Alpha again restores it.
+    assert store_adapter(registry, lora_a, TEXT_A, "Alpha", BASE).key == lost.key
+    shutil.rmtree(fresh_folder)
+    assert registry.verify().ok
+
+
+def test_memory_folder_removed_under_a_live_registry(registry, lora_a, lift_home):
+    store_adapter(registry, lora_a, TEXT_A, "Alpha", BASE)
+    shutil.rmtree(lift_home)
+    assert registry.list_documents() == []  # recreated, empty
+    with pytest.raises(UnknownDocumentError):
+        registry.resolve("Alpha")
+    assert store_adapter(registry, lora_a, TEXT_A, "Alpha", BASE).title == "Alpha"
+
+    with registry.staging() as folder:
+        copy_adapter_files(lora_a, folder)
+        write_manifest(folder, doc_id_for(TEXT_B), "Beta", BASE)
+        shutil.rmtree(lift_home)  # gone between saving and adding
+        with pytest.raises(LiftError, match="was the memory folder removed"):
+            registry.add_adapter(folder, text=TEXT_B)
+
+    assert not lift_home.exists()
+    lift_home.write_text("not a folder")  # something in the way that the registry cannot fix
+    with pytest.raises(StorageError, match="could not use the memory folder"):
+        registry.list_documents()
+    with pytest.raises(StorageError):
+        with registry.staging():
+            pass
+
+
+def test_damaged_index_is_a_clear_error(registry, lora_a):
+    store_adapter(registry, lora_a, TEXT_A, "Alpha", BASE)
+    for suffix in ("-wal", "-shm"):
+        Path(str(registry.db_path) + suffix).unlink(missing_ok=True)
+    registry.db_path.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(StorageError, match="registry.sqlite"):
+        registry.list_documents()
+
+
+# ------------------------------------------------------------------------------------- export / import
+
+
+def test_export_import_round_trip_into_a_fresh_home(registry, lora_a, lora_b, tmp_path):
+    first = store_adapter(registry, lora_a, TEXT_A, "Alpha", BASE)
+    second = store_adapter(registry, lora_b, TEXT_A, "Alpha", BASE, settings_fingerprint=SETTINGS_B)
+    store_adapter(registry, lora_b, TEXT_B, "Beta", BASE)
+    archive = registry.export("Alpha", tmp_path / "alpha.tar.gz")
+    with tarfile.open(archive) as tar:
+        names = tar.getnames()
+    assert "document.txt" in names and f"adapters/{first.key}/checksums.json" in names
+    assert not any(name.endswith((".pkl", ".bin", ".pt")) for name in names)
+
+    other = Registry(tmp_path / "other-home")
+    imported = other.import_archive(archive)
+    assert imported.doc_id == first.doc_id and imported.title == "Alpha"
+    assert [a.key for a in imported.adapters] == [first.key, second.key]
+    assert other.document_text(imported.doc_id) == TEXT_A
+    for adapter in imported.adapters:
+        other.check_intact(adapter)
+        assert tree_bytes(adapter.path) == tree_bytes(registry.adapter_path(adapter.key))
+    assert [d.title for d in other.list_documents()] == ["Alpha"]
+    assert other.import_archive(archive).doc_id == imported.doc_id  # importing again changes nothing
+    assert len(rows(other, "adapters")) == 2
+    assert other.verify().ok and list(other.staging_dir.iterdir()) == []
+
+
+def test_export_refuses_a_damaged_adapter(registry, lora_a, tmp_path):
+    entry = store_adapter(registry, lora_a, TEXT_A, "Alpha", BASE)
+    flip_a_byte(entry.path / "adapter_model.safetensors")
+    with pytest.raises(CorruptAdapterError):
+        registry.export("Alpha", tmp_path / "alpha.tar.gz")
+    assert not (tmp_path / "alpha.tar.gz").exists()
+
+
+def _rewrite_archive(source: Path, target: Path, change) -> None:
+    """Copy an archive member by member, letting ``change`` alter (or add) members."""
+    with tarfile.open(source) as old, tarfile.open(target, "w:gz") as new:
+        for member in old:
+            data = old.extractfile(member).read()
+            member, data = change(member, data)
+            new.addfile(member, io.BytesIO(data) if data is not None else None)
+
+
+@pytest.mark.parametrize("attack", ["dot-dot", "absolute", "symlink", "unexpected name", "tampered weights"])
+def test_malicious_archives_are_refused(registry, lora_a, tmp_path, attack):
+    entry = store_adapter(registry, lora_a, TEXT_A, "Alpha", BASE)
+    archive = registry.export("Alpha", tmp_path / "alpha.tar.gz")
+    evil = tmp_path / "evil.tar.gz"
+    weights_name = f"adapters/{entry.key}/adapter_model.safetensors"
+
+    def change(member, data):
+        if member.name != weights_name:
+            return member, data
+        if attack == "dot-dot":
+            member.name = f"adapters/{entry.key}/../../../escaped.txt"
+        elif attack == "absolute":
+            member.name = str(tmp_path / "escaped.txt")
+        elif attack == "symlink":
+            member.type, member.linkname, member.size = tarfile.SYMTYPE, str(tmp_path / "escaped.txt"), 0
+            return member, None
+        elif attack == "unexpected name":
+            member.name = "adapters/../escaped.txt"
+        else:
+            data = data[:-1] + bytes([data[-1] ^ 1])
+        return member, data
+
+    _rewrite_archive(archive, evil, change)
+    fresh = Registry(tmp_path / "fresh-home")
+    expected = CorruptAdapterError if attack == "tampered weights" else InputError
+    with pytest.raises(expected):
+        fresh.import_archive(evil)
+    assert not (tmp_path / "escaped.txt").exists()
+    assert fresh.list_documents() == []
+    assert list(fresh.adapters_dir.iterdir()) == [] and list(fresh.documents_dir.iterdir()) == []
+    assert list(fresh.staging_dir.iterdir()) == []
+
+
+def test_importing_something_else_is_a_clear_error(registry, tmp_path):
+    not_an_archive = tmp_path / "notes.tar.gz"
+    not_an_archive.write_text("hello")
+    with pytest.raises(InputError, match="not a readable lift memory archive"):
+        registry.import_archive(not_an_archive)
+    with pytest.raises(InputError, match="archive not found"):
+        registry.import_archive(tmp_path / "missing.tar.gz")
+
+
+# ---------------------------------------------------------------------------------------- processes
+
+
+def test_concurrent_processes_keep_the_index_consistent(registry, lora_a):
+    workers, rounds = 4, 5
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(workers)
+    processes = [
+        context.Process(target=churn_worker, args=(str(registry.home), str(lora_a), worker, rounds, barrier))
+        for worker in range(workers)
+    ]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=300)
+    assert [process.exitcode for process in processes] == [0] * workers
+
+    documents = {d.doc_id: d for d in registry.list_documents()}
+    expected = {doc_id_for(worker_text(w)) for w in range(workers)} | {doc_id_for(SHARED_TEXT)}
+    assert set(documents) == expected
+    keys = [row[0] for row in rows(registry, "adapters")]
+    assert len(keys) == len(set(keys)) == workers + 1
+    for document in documents.values():
+        [adapter] = document.adapters
+        registry.check_intact(adapter)
+        assert registry.document_text(document.doc_id) in (SHARED_TEXT, *(worker_text(w) for w in range(workers)))
+    assert sorted(p.name for p in registry.adapters_dir.iterdir()) == sorted(keys)
+    report = registry.verify()
+    assert report.ok, report.problems()
+    assert list(registry.staging_dir.iterdir()) == []
