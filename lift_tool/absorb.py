@@ -62,8 +62,9 @@ def unsloth_installed() -> bool:
     return importlib.util.find_spec("unsloth") is not None
 
 
-def choose_backend(requested: str, device: str) -> str:
-    """``auto`` picks Unsloth on a CUDA device when it is installed, PEFT otherwise."""
+def choose_backend(requested: str, device: str, reloadable: bool = True) -> str:
+    """``auto`` picks Unsloth on a CUDA device when it is installed and the model has a folder to reload from
+    (Unsloth loads its own copy), PEFT otherwise."""
     on_cuda = device.startswith("cuda")
     if requested == "peft":
         return "peft"
@@ -73,7 +74,7 @@ def choose_backend(requested: str, device: str) -> str:
         if not unsloth_installed():
             raise ConfigError("the unsloth backend is not installed: pip install 'lift-tool[gpu]'")
         return "unsloth"
-    return "unsloth" if on_cuda and unsloth_installed() else "peft"
+    return "unsloth" if on_cuda and reloadable and unsloth_installed() else "peft"
 
 
 class PeftBackend:
@@ -107,24 +108,58 @@ def make_backend(name: str):
     return PeftBackend()
 
 
-def training_autocast(device: str, precision: str):
-    """bf16 autocast on CPUs that support it (and where asked); plain fp32 otherwise. On CUDA the model is
-    already loaded in bf16, so no autocast is needed."""
+def training_precision(device: str, requested: str) -> str:
+    """``bf16`` (autocast) on CPUs that support it, or where asked; ``fp32`` otherwise; ``native`` on CUDA, where
+    the model is already loaded in bf16."""
     import torch
 
-    if device.startswith("cuda") or precision == "fp32":
-        return contextlib.nullcontext(), "native"
-    supported = torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    if precision == "bf16" or (precision == "auto" and supported):
-        return torch.autocast("cpu", dtype=torch.bfloat16), "bf16-autocast"
-    return contextlib.nullcontext(), "fp32"
+    if device.startswith("cuda"):
+        return "native"
+    if requested == "fp32":
+        return "fp32"
+    if requested == "bf16" or torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return "bf16"
+    return "fp32"
+
+
+@contextlib.contextmanager
+def cpu_training_numerics(causal_lm, precision: str):
+    """Make CPU training fast for the duration of the block, and put everything back afterwards.
+
+    With bf16 autocast the frozen base weights are cast to bf16 at every matrix product anyway; casting them
+    once up front computes the same thing without the copies. Eager attention beats the CPU flash-attention
+    kernel at training lengths (a few hundred tokens). Together about 1.3x the tokens/s on a 2-core AVX-512
+    machine (measured with SmolLM2-135M). Master copies of the LoRA weights stay in fp32.
+    """
+    import torch
+
+    if precision != "bf16":
+        yield contextlib.nullcontext()
+        return
+    originals = {}
+    for name, param in causal_lm.named_parameters():
+        if not param.requires_grad and param.dtype == torch.float32 and param.dim() == 2:
+            originals[name] = param.data
+            param.data = param.data.to(torch.bfloat16)
+    attention = causal_lm.config._attn_implementation
+    switch = hasattr(causal_lm, "set_attn_implementation") and attention != "eager"
+    if switch:
+        causal_lm.set_attn_implementation("eager")
+    try:
+        yield torch.autocast("cpu", dtype=torch.bfloat16)
+    finally:
+        if switch:
+            causal_lm.set_attn_implementation(attention)
+        for name, param in causal_lm.named_parameters():
+            if name in originals:
+                param.data = originals[name]
 
 
 # ------------------------------------------------------------------------------------------------ absorption
 
 
 def generate_qa(document: Document, settings: Settings, qa_generator=None) -> list[QAPair]:
-    generator = qa_generator or RuleQuestionGenerator(seed=settings.training.seed)
+    generator = qa_generator or RuleQuestionGenerator(settings.training.questions_per_sentence, seed=settings.training.seed)
     pairs = generator.generate(document.text, document.title)
     n_unanswerable = max(1, round(len(pairs) * max(settings.training.mix.unanswerable, 0.0)))
     if settings.training.mix.unanswerable > 0:
@@ -150,6 +185,8 @@ def absorb(
     started = time.monotonic()
     training = settings.training
     device = str(loaded.device)
+    # Chosen first, so that a wrong --backend fails before any work is done.
+    backend = make_backend(choose_backend(settings.backend, device, reloadable=loaded.path is not None))
     n_tokens = len(loaded.tokenizer(document.text, add_special_tokens=False)["input_ids"])
     if n_tokens > settings.max_document_tokens:
         raise InputError(
@@ -169,17 +206,17 @@ def absorb(
     micro_batches = [batch for epoch in plan for batch in epoch]
     total_steps = math.ceil(len(micro_batches) / training.grad_accum)
 
-    backend = make_backend(choose_backend(settings.backend, device))
-    autocast, precision = training_autocast(device, training.precision)
+    precision = training_precision(device, training.precision)
     model = backend.attach(loaded, settings)
     history: list[dict] = []
     try:
         model.train()
         trainable = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(trainable, lr=training.learning_rate, weight_decay=training.weight_decay)
-        stats = _train(
-            model, optimizer, micro_batches, total_steps, settings, loaded, autocast, started, history, progress, on_step
-        )
+        with cpu_training_numerics(model.get_base_model(), precision) as autocast:
+            stats = _train(
+                model, optimizer, micro_batches, total_steps, settings, loaded, autocast, started, history, progress, on_step
+            )
         model.eval()
         output_dir.mkdir(parents=True, exist_ok=True)
         model.save_pretrained(output_dir)

@@ -33,39 +33,51 @@ class LoraSettings(BaseModel):
 class TaskMix(BaseModel):
     """Relative weights of the four kinds of training example (see ``lift_tool.tasks``).
 
-    A weight scales how many examples of that kind one epoch holds, relative to one pass over the kind's
-    natural set (every segment once, every generated question once). 0 turns a kind off.
+    A weight is how many passes over the kind's natural set one epoch holds (every segment once, every
+    generated question once); fractions take a random part; 0 turns a kind off. The defaults were chosen by
+    measurement on the demo document within a 90-second CPU budget (benchmarks/results/recipe.md): closed-book
+    questions carry recall; a little of each long-context kind keeps the adapter able to use text in its prompt.
     """
 
-    segments: float = Field(1.0, ge=0)  # plain language modelling on overlapping segments
-    contextual: float = Field(1.0, ge=0)  # a segment after the document's head, loss on the segment only
-    qa: float = Field(1.0, ge=0)  # synthetic question-answer pairs, asked closed-book, loss on the answer
-    qa_long: float = Field(0.25, ge=0)  # the same questions with the surrounding text in the prompt
-    unanswerable: float = Field(0.15, ge=0)  # questions the document does not answer, as a share of qa
+    segments: float = Field(0.25, ge=0)  # plain language modelling on overlapping segments
+    contextual: float = Field(0.25, ge=0)  # a segment after the document's head, loss on the segment only
+    qa: float = Field(5.0, ge=0)  # synthetic question-answer pairs, asked closed-book, loss on the answer
+    qa_long: float = Field(0.15, ge=0)  # the same questions with the surrounding text in the prompt
+    unanswerable: float = Field(0.08, ge=0)  # questions the document does not answer, as a share of qa
 
 
 class TrainingSettings(BaseModel):
     segment_tokens: int = Field(256, ge=16)
     segment_stride: int = Field(192, ge=8)
     long_context_tokens: int = Field(512, ge=32)  # window of text around the evidence in long-context samples
-    epochs: float = Field(3.0, gt=0)
-    learning_rate: float = Field(1e-3, gt=0)
+    epochs: float = Field(1.0, gt=0)  # passes over the mix below (its weights already repeat the questions)
+    learning_rate: float = Field(4e-3, gt=0)
     warmup_fraction: float = Field(0.05, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)
-    batch_tokens: int = Field(2048, ge=16)  # tokens (padding included) in one micro-batch
+    batch_tokens: int = Field(512, ge=16)  # tokens (padding included) in one micro-batch: small means many steps
     grad_accum: int = Field(1, ge=1)
     max_grad_norm: float = Field(1.0, gt=0)
     seed: int = 0
     budget_seconds: float | None = Field(None, gt=0)  # stop at the budget and keep what was learnt
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # bf16 autocast where the hardware supports it
+    questions_per_sentence: int = Field(4, ge=1)  # rule-based questions kept per sentence of the document
+    qa_per_conversation: int = Field(8, ge=1)  # questions per training chat: the prompt around them is paid once
     mix: TaskMix = TaskMix()
-    qa_generator: Literal["rules", "chat"] = "rules"
 
     @model_validator(mode="after")
     def _stride_fits(self) -> "TrainingSettings":
         if self.segment_stride > self.segment_tokens:
             raise ValueError("segment_stride must not exceed segment_tokens (segments would leave gaps)")
         return self
+
+
+class RetrievalSettings(BaseModel):
+    k: int = Field(4, ge=1, le=50)  # chunks put in the prompt
+    chunk_tokens: int = Field(200, ge=16, le=254)  # word pieces of the embedding model (its limit is 256)
+    chunk_overlap: int = Field(50, ge=0)
+    # A question is about a stored document when its best chunk scores at least this (cosine similarity);
+    # measured in benchmarks/results/doc_choice.md.
+    document_threshold: float = Field(0.35, ge=-1, le=1)
 
 
 class Settings(BaseSettings):
@@ -79,8 +91,14 @@ class Settings(BaseSettings):
     cache_dir: Path = Field(default_factory=lambda: Path(platformdirs.user_cache_dir(APP_NAME)))
     max_document_tokens: int = Field(200_000, ge=1)
     max_new_tokens: int = Field(64, ge=1)
+    context_window: int | None = Field(None, ge=64)  # None: the model's own window
+    pool_capacity: int = Field(8, ge=1)  # adapters kept resident on the answering model
+    # Several documents with adapters in one question: merge their adapters into one ("combine"), or answer
+    # with each and join the answers ("per-document"). Chosen by benchmarks/results/multi_document.md.
+    multi_document: Literal["combine", "per-document"] = "combine"
     lora: LoraSettings = LoraSettings()
     training: TrainingSettings = TrainingSettings()
+    retrieval: RetrievalSettings = RetrievalSettings()
 
     def training_fingerprint(self) -> str:
         """A short hash of everything that changes what absorption learns (not where files go)."""

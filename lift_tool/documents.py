@@ -96,10 +96,9 @@ def _html_to_text(html: str) -> str:
     from bs4 import BeautifulSoup
 
     soup = BeautifulSoup(html, "html.parser")
-    for tag in soup(["script", "style", "noscript", "nav", "footer", "header"]):
-        tag.decompose()
     title = soup.title.get_text(strip=True) if soup.title else ""
-    body = soup.get_text("\n")
-    lines = [re.sub(r"[ \t]+", " ", line).strip() for line in body.split("\n")]
+    for tag in soup(["title", "script", "style", "noscript", "nav", "footer", "header"]):
+        tag.decompose()
+    lines = [re.sub(r"[ \t]+", " ", line).strip() for line in soup.get_text("\n").split("\n")]
     text = "\n".join(line for line in lines if line)
-    return f"# {title}\n\n{text}" if title and not text.startswith(title) else text
+    return f"# {title}\n\n{text}" if title else text  # the heading becomes the document's title

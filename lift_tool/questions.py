@@ -49,6 +49,7 @@ PERSON_CUES = {
     "founder", "leader", "minister", "director", "chancellor", "pope", "bishop", "singer", "actor", "actress",
 }
 SUBJECT_PRONOUNS = {"it", "he", "she", "they", "its", "his", "her", "their"}
+MEASURE_ADJECTIVES = {"tall", "long", "wide", "high", "deep", "old", "large", "heavy", "far", "big", "thick"}
 # Past participles that equal the simple past, for turning "X was built by Y" into "Who built X?".
 IRREGULAR_SAME_PAST = {
     "built", "made", "held", "kept", "brought", "found", "sold", "won", "set", "led", "bought", "taught",
@@ -199,10 +200,13 @@ def names_used_mid_sentence(sentences: list[Sentence]) -> set[str]:
     """Capitalised words that appear inside sentences: these are names even at a sentence's start."""
     names: set[str] = set()
     for sentence in sentences:
+        if sentence.section:
+            names.update(word for word in sentence.section.split() if word[:1].isupper())
         for match in NAME_PATTERN.finditer(sentence.text):
-            if match.start() > 0:
-                names.update(word.strip("'’") for word in match.group(0).split())
-                names.add(match.group(0))
+            name, start = _trim_name(match.group(0), match.start())
+            if name and start > 0:
+                names.update(word.strip("'’") for word in name.split())
+                names.add(name)
     return names
 
 
@@ -233,7 +237,7 @@ def _looks_like_person(name: str, words_before: list[str]) -> bool:
     return cue or (len(words) in (2, 3) and all(word[:1].isupper() for word in words))
 
 
-def _clause_around(sentence: str, span: Span, max_words: int = 28) -> tuple[str, int]:
+def _clause_around(sentence: str, span: Span, max_words: int = 20) -> tuple[str, int]:
     """The sentence, or for a long one the clause holding the span; returns (text, offset of text)."""
     if len(sentence.split()) <= max_words:
         return sentence, 0
@@ -292,6 +296,18 @@ def inverted_questions(sentence: str, spans: list[Span]) -> list[QAPair]:
         local_start, local_end = span.start - rest_start, span.end - rest_start
         words_before = rest[:local_start].split()
         preposition = words_before[-1].lower() if words_before else ""
+        if span.kind == "count" and local_start <= 6:
+            after = rest[local_end:].split()
+            # "X has nine members" -> "How many members does X have?"
+            if aux in {"has", "have", "had"} and not words_before:
+                do = {"has": "does", "have": "do", "had": "did"}[aux]
+                questions.append(QAPair(_finish_question(f"How many {span.noun} {do} {subject_lower} have"), span.text, -1, "how-many"))
+                continue
+            # "X is 41 metres tall" -> "How tall is X?"
+            if aux in {"is", "are", "was", "were"} and len(after) >= 2 and after[1].strip(",.;") in MEASURE_ADJECTIVES:
+                adjective = after[1].strip(",.;")
+                questions.append(QAPair(_finish_question(f"How {adjective} {aux} {subject_lower}"), f"{span.text} {span.noun}", -1, "how-much"))
+                continue
         # "X was founded in 1687 by the cartographer Y" -> "Who founded X?"
         if participle and span.kind == "name" and "by" in [w.lower() for w in words_before[-3:]]:
             if _looks_like_person(span.text, words_before):

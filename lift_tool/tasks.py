@@ -25,7 +25,6 @@ from lift_tool.questions import QAPair, split_sentences
 from lift_tool.segment import segment_tokens
 
 IGNORE = -100  # label value that carries no loss
-QA_PER_CONVERSATION = 4
 
 
 @dataclass
@@ -113,8 +112,9 @@ class TaskBuilder:
         n_unanswerable = round(mix.unanswerable * len(closed_book))
         closed_book += _draw(pools.unanswerable, n_unanswerable / max(1, len(pools.unanswerable)), rng)
         rng.shuffle(closed_book)
-        for first in range(0, len(closed_book), QA_PER_CONVERSATION):
-            examples.append(self.conversation(closed_book[first : first + QA_PER_CONVERSATION], context=None))
+        per_conversation = self.training.qa_per_conversation
+        for first in range(0, len(closed_book), per_conversation):
+            examples.append(self.conversation(closed_book[first : first + per_conversation], context=None))
 
         # Questions with their window in the prompt, several per window so the long prompt is paid for once.
         by_window: dict[int, list[QAPair]] = {}
@@ -122,8 +122,8 @@ class TaskBuilder:
             if pair.sentence in pools.window_of_sentence:
                 by_window.setdefault(pools.window_of_sentence[pair.sentence], []).append(pair)
         for window, pairs in by_window.items():
-            for first in range(0, len(pairs), QA_PER_CONVERSATION):
-                group = pairs[first : first + QA_PER_CONVERSATION]
+            for first in range(0, len(pairs), per_conversation):
+                group = pairs[first : first + per_conversation]
                 examples.append(self.conversation(group, context=pools.windows[window], kind="qa_long"))
         return examples
 

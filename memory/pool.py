@@ -185,6 +185,18 @@ class AdapterPool:
                 self._drop(key)
             gc.collect()
 
+    def release(self) -> None:
+        """Drop everything and take the LoRA layers out of the model, leaving the bare base model (for example
+        so that the model can be trained). The pool builds them again on the next load."""
+        with self._lock:
+            self.clear()
+            if self._peft is not None:
+                self.model = self._peft.unload()
+                self._peft = None
+                self._slots.clear()
+                self._layers = []
+                self._active_slot = None
+
     # --------------------------------------------------------------------------------------------- blocks
 
     @contextmanager

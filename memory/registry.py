@@ -565,9 +565,8 @@ class Registry:
     def staging(self) -> Iterator[Path]:
         """A fresh empty folder on the same filesystem as ``adapters/``, removed when the block exits.
 
-        Save the adapter and its manifest into it, then call :meth:`add_adapter` inside the block. Open it just
-        before saving, not before a long training run: ``gc()`` counts staging folders untouched for an hour
-        as garbage.
+        Save the adapter and its manifest into it, then call :meth:`add_adapter` inside the block. ``gc()`` leaves
+        it alone while this process lives (up to a day).
         """
         try:
             self._ensure_layout()
@@ -883,10 +882,12 @@ class Registry:
             )
 
     def _is_stale(self, path: Path) -> bool:
-        """A staging entry is garbage when its owner process is dead, or when nobody touched it for an hour."""
+        """A staging entry is garbage when its owner process is dead, or when nobody touched it for a long time:
+        an hour for folders without a known owner, a day for a living owner (a long absorption, or a reused pid)."""
         owner = path.name.split("-", 1)[0]
         if owner.isdigit() and not _pid_alive(int(owner)):
             return True
+        limit = STALE_STAGING_S * 24 if owner.isdigit() else STALE_STAGING_S
         try:
             # Age counts from the last change to the folder or a file in it, so a folder being written is fresh.
             touched = [path.lstat().st_mtime]
@@ -894,7 +895,7 @@ class Registry:
                 touched += [child.lstat().st_mtime for child in path.iterdir()]
         except OSError:
             return False  # it vanished while we looked: its owner finished
-        return time.time() - max(touched) > STALE_STAGING_S
+        return time.time() - max(touched) > limit
 
     # ---- export and import
 

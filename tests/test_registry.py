@@ -442,17 +442,19 @@ def test_crash_leftovers_are_found_and_collected(registry, lora_a, lora_b, tmp_p
     shutil.rmtree(lost.path)
     # A text file whose row was never written.
     (registry.documents_dir / (doc_id_for("orphan") + ".txt")).write_text("orphan")
-    # Staging leftovers: of a dead process, and of a live one untouched for two hours; a fresh one stays.
+    # Staging leftovers: of a dead process, and of a live one untouched for two days; a fresh one stays, and so
+    # does a live process's folder untouched for two hours (a long absorption).
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     dead_folder = registry.staging_dir / f"{int(dead.stdout)}-deadbeef"
     old_folder = registry.staging_dir / f"{os.getpid()}-0ld"
     fresh_folder = registry.staging_dir / f"{os.getpid()}-fresh"
-    for folder in (dead_folder, old_folder, fresh_folder):
+    training_folder = registry.staging_dir / f"{os.getpid()}-training"
+    for folder in (dead_folder, old_folder, fresh_folder, training_folder):
         folder.mkdir()
         (folder / "adapter_model.safetensors").write_bytes(b"partial")
-    two_hours_ago = time.time() - 7200
-    os.utime(old_folder / "adapter_model.safetensors", (two_hours_ago, two_hours_ago))
-    os.utime(old_folder, (two_hours_ago, two_hours_ago))
+    for folder, age in ((old_folder, 2 * 86400), (training_folder, 7200)):
+        os.utime(folder / "adapter_model.safetensors", (time.time() - age, time.time() - age))
+        os.utime(folder, (time.time() - age, time.time() - age))
 
     report = registry.verify()
     assert report.orphan_folders == ["0123456789abcdef01234567"]
@@ -467,7 +469,8 @@ def test_crash_leftovers_are_found_and_collected(registry, lora_a, lora_b, tmp_p
     assert after.ok, after.problems()
     assert tree_bytes(intact.path) == intact_files
     registry.check_intact(intact)
-    assert fresh_folder.is_dir() and not dead_folder.exists() and not old_folder.exists()
+    assert fresh_folder.is_dir() and training_folder.is_dir()
+    assert not dead_folder.exists() and not old_folder.exists()
     assert {d.title for d in registry.list_documents()} == {"Beta", "Alpha"}  # documents stay; Alpha lost its adapter
     assert registry.resolve("Alpha").adapters == []
     # Absorbing Alpha again restores it.

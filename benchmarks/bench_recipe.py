@@ -1,0 +1,127 @@
+"""Compare absorption recipes on the demo document: closed-book accuracy on its hand-written questions against
+training cost. This is how the defaults in ``lift_tool/config.py`` were chosen.
+
+    python benchmarks/bench_recipe.py [--recipes default,qa3,...] [--out benchmarks/results]
+
+Each recipe is a set of overrides of the default training settings; every recipe absorbs the same document
+with the same seed on one loaded model, then answers the questions with the adapter and no document in the
+prompt. Writes ``recipe.md`` and ``recipe.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+RECIPES = {  # name: (what it changes, overrides of the default training settings)
+    "default": ("the defaults", {}),
+    "qa3": ("fewer question passes (qa 3)", {"mix": {"qa": 3.0}}),
+    "questions-only": ("closed-book questions only", {"mix": {"qa": 5.0, "qa_long": 0.0, "segments": 0.0, "contextual": 0.0}}),
+    "more-text": ("more raw text (segments 1, contextual 1)", {"mix": {"segments": 1.0, "contextual": 1.0}}),
+    "lr1e-3": ("lower learning rate (1e-3)", {"learning_rate": 1e-3}),
+    "batch2048": ("larger micro-batches (2,048 tokens)", {"batch_tokens": 2048}),
+}
+
+
+def machine() -> str:
+    import os
+
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{os.cpu_count()} cores ({cpu}), torch {torch.__version__}, {torch.get_num_threads()} threads"
+
+
+def run(recipes: list[str], out: Path) -> None:
+    from peft import PeftModel
+
+    from lift_tool.absorb import absorb
+    from lift_tool.answer import answer
+    from lift_tool.config import load_settings
+    from lift_tool.demo import is_right, sample_document_path, sample_questions
+    from lift_tool.documents import read_document
+    from lift_tool.models import load_model
+
+    document = read_document(sample_document_path())
+    questions = sample_questions()
+    base_settings = load_settings()
+    loaded = load_model(settings=base_settings)
+    rows = []
+    for name in recipes:
+        training = base_settings.training.model_dump()
+        description, overrides = RECIPES[name]
+        for key, value in overrides.items():
+            training[key] = {**training[key], **value} if isinstance(value, dict) else value
+        settings = load_settings(training=training)
+        with tempfile.TemporaryDirectory() as folder:
+            started = time.monotonic()
+            manifest = absorb(document, loaded, settings, Path(folder), progress=False)
+            seconds = time.monotonic() - started
+            adapted = PeftModel.from_pretrained(loaded.model, folder)
+            right = sum(
+                is_right(answer(adapted, loaded.tokenizer, q["question"], [document.title], max_new_tokens=32), q["answers"])
+                for q in questions
+            )
+            loaded.model = adapted.unload()
+        rows.append({
+            "recipe": name,
+            "description": description,
+            "overrides": overrides,
+            "right": right,
+            "questions": len(questions),
+            "absorb_seconds": round(seconds, 1),
+            "training_tokens": manifest["tokens_trained"],
+            "tokens_per_second": manifest["tokens_per_second"],
+            "steps": manifest["steps"],
+        })
+        print(f"{name}: {right}/{len(questions)} right, {seconds:.0f} s, {manifest['tokens_trained']} tokens", flush=True)
+
+    out.mkdir(parents=True, exist_ok=True)
+    command = "python benchmarks/bench_recipe.py" + (f" --recipes {','.join(recipes)}" if recipes != list(RECIPES) else "")
+    (out / "recipe.json").write_text(json.dumps({"machine": machine(), "date": str(date.today()), "command": command,
+                                                 "document_tokens": manifest["tokens"], "rows": rows}, indent=2))
+    lines = [
+        "# Absorption recipes on the demo document",
+        "",
+        f"Command: `{command}` ({date.today()}, {machine()}).",
+        "",
+        f"Document: `lift_tool/data/harrowmere.md` ({manifest['tokens']:,} tokens of invented facts). Questions: the "
+        f"{len(questions)} hand-written questions of `harrowmere_questions.json`, never trained on, asked with the "
+        "adapter and no document in the prompt; right when the answer contains an accepted answer. Same seed "
+        "for every recipe; one run each, so one question either way is within noise.",
+        "",
+        "| recipe | what it changes | right | absorb s | training tokens | tokens/s | steps |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        lines.append(f"| {row['recipe']} | {row['description']} | {row['right']}/{row['questions']} | "
+                     f"{row['absorb_seconds']} | {row['training_tokens']:,} | {row['tokens_per_second']:.0f} | {row['steps']} |")
+    (out / "recipe.md").write_text("\n".join(lines) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--recipes", default=",".join(RECIPES), help="comma-separated names from RECIPES")
+    parser.add_argument("--out", default="benchmarks/results")
+    args = parser.parse_args()
+    names = [name.strip() for name in args.recipes.split(",") if name.strip()]
+    unknown = [name for name in names if name not in RECIPES]
+    if unknown:
+        parser.error(f"unknown recipes {unknown}; known: {list(RECIPES)}")
+    run(names, Path(args.out))
+
+
+if __name__ == "__main__":
+    main()

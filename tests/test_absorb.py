@@ -1,0 +1,97 @@
+import json
+
+import pytest
+
+from lift_tool.absorb import MANIFEST_FILE, absorb, choose_backend
+from lift_tool.documents import make_document
+from lift_tool.errors import AbsorptionInterrupted, BudgetError, ConfigError, InputError
+
+TEXT = """# Brimley
+
+Brimley was founded in 1841 by the engineer Agatha Moorcroft. The canal is 14 kilometres long.
+The Brimley Canal Company has twelve barges. A bridge called the Wendle Arch crosses the canal.
+"""
+QUICK = {"epochs": 0.5, "batch_tokens": 512}
+
+
+def _settings(tiny_settings, **training):
+    return tiny_settings.model_copy(update={"training": tiny_settings.training.model_copy(update={**QUICK, **training})})
+
+
+def _logits(loaded):
+    import torch
+
+    ids = loaded.tokenizer("Brimley was founded", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        return loaded.model(ids).logits
+
+
+def test_absorb_writes_a_plain_peft_adapter_and_leaves_the_base_model_as_it_was(tiny_loaded, tiny_settings, tmp_path):
+    import torch
+    from peft import PeftModel
+
+    before = _logits(tiny_loaded)
+    out = tmp_path / "adapter"
+    manifest = absorb(make_document(TEXT), tiny_loaded, _settings(tiny_settings), out, progress=False)
+
+    assert (out / "adapter_config.json").is_file() and (out / "adapter_model.safetensors").is_file()
+    assert json.loads((out / MANIFEST_FILE).read_text()) == manifest
+    assert manifest["base_fingerprint"] == tiny_loaded.fingerprint
+    assert manifest["backend"] == "peft" and manifest["steps"] > 0 and manifest["qa_pairs"] > 0
+    assert manifest["losses"]["final"] is not None
+    assert not any("lora" in name for name, _ in tiny_loaded.model.named_parameters())
+    assert torch.equal(before, _logits(tiny_loaded))  # LoRA layers removed, weights restored to fp32
+
+    adapted = PeftModel.from_pretrained(tiny_loaded.model, out)
+    with torch.no_grad():
+        changed = adapted(tiny_loaded.tokenizer("Brimley was founded", return_tensors="pt")["input_ids"]).logits
+    assert not torch.allclose(before, changed)  # the adapter learnt something
+    tiny_loaded.model = adapted.unload()
+
+
+def test_same_seed_same_adapter(tiny_loaded, tiny_settings, tmp_path):
+    from safetensors.torch import load_file
+
+    settings = _settings(tiny_settings, epochs=0.3)
+    absorb(make_document(TEXT), tiny_loaded, settings, tmp_path / "a", progress=False)
+    absorb(make_document(TEXT), tiny_loaded, settings, tmp_path / "b", progress=False)
+    a = load_file(tmp_path / "a" / "adapter_model.safetensors")
+    b = load_file(tmp_path / "b" / "adapter_model.safetensors")
+    assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
+
+
+def test_budget_stops_early_and_keeps_what_was_learnt(tiny_loaded, tiny_settings, tmp_path):
+    settings = _settings(tiny_settings, epochs=50, budget_seconds=10)
+    manifest = absorb(make_document(TEXT), tiny_loaded, settings, tmp_path / "a", progress=False)
+    assert manifest["stopped_by_budget"] and 0 < manifest["steps"] < manifest["planned_steps"]
+    assert (tmp_path / "a" / "adapter_model.safetensors").is_file()
+
+
+def test_budget_too_small_for_one_step(tiny_loaded, tiny_settings, tmp_path):
+    settings = _settings(tiny_settings, budget_seconds=1e-6)
+    with pytest.raises(BudgetError, match="too small"):
+        absorb(make_document(TEXT), tiny_loaded, settings, tmp_path / "a", progress=False)
+    assert not (tmp_path / "a").exists()
+
+
+def test_interrupt_leaves_nothing_and_the_model_clean(tiny_loaded, tiny_settings, tmp_path):
+    def interrupt(report):
+        raise KeyboardInterrupt
+
+    with pytest.raises(AbsorptionInterrupted):
+        absorb(make_document(TEXT), tiny_loaded, _settings(tiny_settings), tmp_path / "a", progress=False, on_step=interrupt)
+    assert not (tmp_path / "a").exists()
+    assert not any("lora" in name for name, _ in tiny_loaded.model.named_parameters())
+
+
+def test_document_over_the_limit(tiny_loaded, tiny_settings, tmp_path):
+    settings = tiny_settings.model_copy(update={"max_document_tokens": 10})
+    with pytest.raises(InputError, match="over the limit"):
+        absorb(make_document(TEXT), tiny_loaded, settings, tmp_path / "a", progress=False)
+
+
+def test_backend_choice_on_cpu():
+    assert choose_backend("auto", "cpu") == "peft"
+    assert choose_backend("peft", "cpu") == "peft"
+    with pytest.raises(ConfigError, match="CUDA"):
+        choose_backend("unsloth", "cpu")

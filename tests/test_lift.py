@@ -1,0 +1,81 @@
+import pytest
+
+from lift_tool.errors import ConfigError, InputError, UnknownDocumentError
+from lift_tool.lift import NOTHING_MATCHES, Lift
+
+TEXT = """# Brimley
+
+Brimley was founded in 1841 by the engineer Agatha Moorcroft. The canal is 14 kilometres long.
+The Brimley Canal Company has twelve barges. A bridge called the Wendle Arch crosses the canal.
+"""
+
+
+@pytest.fixture
+def lift(tiny_settings):
+    training = tiny_settings.training.model_copy(update={"epochs": 0.3, "batch_tokens": 512})
+    return Lift(tiny_settings.model_copy(update={"training": training, "max_new_tokens": 4}))
+
+
+def test_absorb_then_cache_hit_then_forget(lift):
+    first = lift.absorb(TEXT, progress=False)
+    assert not first.cached and first.document.route == "absorb"
+    second = lift.absorb(TEXT, progress=False)
+    assert second.cached and second.adapter.key == first.adapter.key
+    assert lift.store.has_document(first.document.doc_id)
+    assert [d.doc_id for d in lift.documents()] == [first.document.doc_id]
+
+    lift.forget("Brimley")
+    assert lift.documents() == [] and not lift.store.has_document(first.document.doc_id)
+    with pytest.raises(UnknownDocumentError):
+        lift.ask("Who founded Brimley?", ["Brimley"])
+
+
+def test_every_mode_answers_and_reports_itself(lift):
+    doc = lift.absorb(TEXT, progress=False).document
+    for mode in ("base", "lift", "rag", "lift+rag", "context"):
+        answer = lift.ask("Who founded Brimley?", [doc.doc_id[:8]], mode=mode)
+        assert answer.mode == mode and answer.documents == [(doc.doc_id, "Brimley")]
+        assert bool(answer.chunks) == (mode in {"rag", "lift+rag"})
+    assert lift.ask("Who founded Brimley?", [doc.doc_id]).mode == "lift+rag"  # auto, with an adapter
+
+
+def test_document_is_chosen_by_the_question(lift):
+    lift.absorb(TEXT, progress=False)
+    lift.index("The Harlow lighthouse was painted red in 1902 and stands on Gull Rock.", title="Harlow lighthouse")
+    assert lift.ask("Who founded Brimley and when?").documents[0][1] == "Brimley"
+    assert lift.ask("What colour is the Harlow lighthouse?").documents[0][1] == "Harlow lighthouse"
+    off_topic = lift.ask("What is the boiling point of mercury?")
+    assert off_topic.mode == "none" and off_topic.text == NOTHING_MATCHES
+
+
+def test_index_only_documents_have_no_adapter(lift):
+    doc = lift.index("The Harlow lighthouse was painted red in 1902.", title="Harlow lighthouse")
+    assert doc.route == "retrieve" and doc.adapters == []
+    assert lift.ask("What colour is the lighthouse?", ["Harlow lighthouse"]).mode == "context"  # auto: it fits
+    with pytest.raises(UnknownDocumentError, match="no adapter"):
+        lift.ask("What colour is the lighthouse?", ["Harlow lighthouse"], mode="lift")
+
+
+def test_interrupted_absorption_leaves_memory_as_it_was(lift):
+    lift.index("The Harlow lighthouse was painted red in 1902.", title="Harlow lighthouse")
+    before = [(d.doc_id, d.route, len(d.adapters)) for d in lift.documents()]
+
+    def interrupt(report):
+        raise KeyboardInterrupt
+
+    with pytest.raises(Exception, match="interrupted"):
+        lift.absorb(TEXT, progress=False, on_step=interrupt)
+    assert [(d.doc_id, d.route, len(d.adapters)) for d in lift.documents()] == before
+    assert list(lift.registry.staging_dir.iterdir()) == []
+    assert lift.registry.verify().ok
+
+
+def test_bad_requests(lift):
+    with pytest.raises(InputError, match="empty"):
+        lift.ask("   ")
+    with pytest.raises(ConfigError, match="unknown mode"):
+        lift.ask("Who?", mode="telepathy")
+    with pytest.raises(InputError, match="empty"):
+        lift.absorb("   \n ")
+    with pytest.raises(ConfigError, match="positive"):
+        lift.absorb(TEXT, budget_seconds=0)

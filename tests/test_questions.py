@@ -1,0 +1,66 @@
+from lift_tool.prompts import NOT_IN_DOCUMENT
+from lift_tool.questions import RuleQuestionGenerator, find_spans, split_sentences, unanswerable_questions
+from lift_tool.segment import normalise_text
+
+TEXT = normalise_text("""# Brimley
+
+## History
+
+Brimley was founded in 1841 by the engineer Agatha Moorcroft. It was built on the banks of the Tarrow river.
+The canal is 14 kilometres long and was opened on 3 May 1850. The Brimley Canal Company has twelve barges.
+The town's main product is blue slate, a hard stone used for roofs. A bridge called the Wendle Arch crosses it.
+Mr. Hobb, the keeper, kept the lock for 20 years.
+""")
+
+
+def _pairs():
+    return RuleQuestionGenerator(max_per_sentence=6).generate(TEXT, "Brimley")
+
+
+def test_sentences_and_sections():
+    sentences = split_sentences(TEXT)
+    assert sentences[0].text.startswith("Brimley was founded")
+    assert sentences[0].section == "History"
+    assert any(s.text.startswith("Mr. Hobb, the keeper") for s in sentences)  # no cut after "Mr."
+    for sentence in sentences:
+        assert TEXT[sentence.start : sentence.start + 10] == sentence.text[:10]
+
+
+def test_spans():
+    spans = {(s.text, s.kind) for s in find_spans("The canal opened on 3 May 1850 with twelve barges.", set())}
+    assert ("3 May 1850", "date") in spans
+    assert ("twelve", "count") in spans
+    assert not any(kind == "year" for _, kind in find_spans("Since the 1990s it grew.", set()))
+
+
+def test_rules_make_natural_questions():
+    pairs = {(p.question, p.answer) for p in _pairs()}
+    assert ("Who founded Brimley?", "Agatha Moorcroft") in pairs
+    assert ("When was Brimley founded?", "1841") in pairs
+    assert ("How long is the canal?", "14 kilometres") in pairs
+    assert ("How many barges does the Brimley Canal Company have?", "twelve") in pairs
+    assert ("What is the town's main product?", "blue slate") in pairs
+    assert ("What is the bridge called?", "Wendle Arch") in pairs
+
+
+def test_pronoun_is_resolved():
+    questions = [p.question for p in _pairs()]
+    assert any("Brimley built" in q or "Brimley was built" in q for q in questions), questions
+
+
+def test_every_pair_points_at_its_evidence():
+    sentences = split_sentences(TEXT)
+    for pair in _pairs():
+        assert 0 <= pair.sentence < len(sentences)
+        if pair.form != "recall":
+            assert pair.answer.lower() not in pair.question.lower()
+
+
+def test_unanswerable_questions_mention_nothing_in_the_document():
+    pairs = _pairs()
+    made = unanswerable_questions(pairs, TEXT, count=5)
+    assert made, "no unanswerable questions were made"
+    originals = {p.question for p in pairs}
+    for pair in made:
+        assert pair.answer == NOT_IN_DOCUMENT and not pair.answerable
+        assert pair.question not in originals

@@ -1,0 +1,71 @@
+import random
+
+import pytest
+
+from lift_tool.config import Settings
+from lift_tool.documents import read_document
+from lift_tool.absorb import generate_qa
+from lift_tool.demo import sample_document_path
+from lift_tool.tasks import IGNORE, TaskBuilder, batches
+
+
+@pytest.fixture(scope="module")
+def builder(real_tokenizer_dir):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(real_tokenizer_dir)
+    settings = Settings()
+    document = read_document(sample_document_path())
+    return TaskBuilder(tokenizer, document.text, document.title, settings.training, generate_qa(document, settings))
+
+
+def test_every_kind_is_present_and_labels_align(builder):
+    examples = builder.epoch(random.Random(0))
+    kinds = {example.kind for example in examples}
+    assert kinds == {"segments", "contextual", "qa", "qa_long"}
+    for example in examples:
+        assert len(example.input_ids) == len(example.labels)
+        assert example.target_tokens > 0
+        if example.kind == "segments":
+            assert example.labels == example.input_ids
+
+
+def test_qa_loss_is_on_answers_only(builder):
+    tokenizer = builder.tokenizer
+    conversation = next(e for e in builder.epoch(random.Random(1)) if e.kind == "qa")
+    answers = tokenizer.decode([t for t, label in zip(conversation.input_ids, conversation.labels) if label != IGNORE])
+    prompt_part = tokenizer.decode([t for t, label in zip(conversation.input_ids, conversation.labels) if label == IGNORE])
+    assert "Answer questions about the document" in prompt_part
+    assert "Answer questions about" not in answers  # the system prompt carries no loss
+    assert answers.count("<|im_end|>") == builder.training.qa_per_conversation or answers.count("<|im_end|>") >= 1
+
+
+def test_long_context_examples_carry_their_evidence(builder):
+    tokenizer = builder.tokenizer
+    for example in builder.epoch(random.Random(2)):
+        if example.kind == "qa_long":
+            text = tokenizer.decode(example.input_ids)
+            assert "Context:\n" in text
+            break
+    else:
+        pytest.fail("no long-context example in the epoch")
+
+
+def test_mix_weights_scale_the_epoch(builder):
+    from lift_tool.config import TaskMix
+
+    base = len([e for e in builder.epoch(random.Random(0)) if e.kind == "segments"])
+    builder.training = builder.training.model_copy(update={"mix": TaskMix(segments=2.0)})
+    doubled = len([e for e in builder.epoch(random.Random(0)) if e.kind == "segments"])
+    builder.training = builder.training.model_copy(update={"mix": TaskMix(segments=0.0)})
+    none = len([e for e in builder.epoch(random.Random(0)) if e.kind == "segments"])
+    builder.training = Settings().training
+    assert doubled == 2 * len(builder.pools.segments) and none == 0
+    assert base == round(Settings().training.mix.segments * len(builder.pools.segments))
+
+
+def test_batches_respect_the_token_budget(builder):
+    examples = builder.epoch(random.Random(0))
+    for batch in batches(examples, 1024, random.Random(0)):
+        assert len(batch) == 1 or max(len(e) for e in batch) * len(batch) <= 1024
+    assert sum(len(b) for b in batches(examples, 1024, random.Random(0))) == len(examples)
