@@ -1,0 +1,148 @@
+"""A long question-and-answer session over documents in memory, persisted by a checkpointer.
+
+    answer ──► (the conversation outgrew its share of the window?) ──► absorb_conversation ──► END
+                                                               └────────────────────────────► END
+
+Each turn answers the last user message from memory, with the earlier turns in the prompt (``Lift.chat``): the
+session's documents (``documents``; when empty, chosen per question by retrieval) with their adapters, retrieved
+passages or the document itself, per ``mode``. Every answer carries its sources (``response_metadata["sources"]``
+of the AI message, and ``sources`` in the state).
+
+When the conversation in the prompt grows past ``conversation_tokens`` (default: half the model's window), its
+older part is itself absorbed into an adapter (and indexed for retrieval) as a document "Conversation <thread>,
+messages a-b", and leaves the prompt: later answers use that adapter alongside the documents' ones. The last
+exchange stays in the prompt.
+
+Persistence: compile with a checkpointer (``build_graph(db_path="session.sqlite")`` uses LangGraph's SQLite
+checkpointer) and pass ``{"configurable": {"thread_id": ...}}``; a session resumes where it stopped after the
+process restarts. Input per turn: ``{"messages": [("user", "question")], "documents": [...]}`` (documents once).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated, Any, TypedDict
+
+from langchain_core.messages import AIMessage, AnyMessage, HumanMessage
+from langchain_core.runnables import RunnableConfig
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.message import add_messages
+
+from graphs import Configuration
+from lift_tool.errors import LiftError
+
+_log = logging.getLogger("lift_tool.doc_qa")
+KEEP_MESSAGES = 2  # the last exchange stays in the prompt when the rest of the conversation is absorbed
+
+
+class DocQAState(TypedDict, total=False):
+    messages: Annotated[list[AnyMessage], add_messages]
+    documents: list[str]  # the session's documents (ids, id prefixes or titles); empty: chosen per question
+    conversation_documents: list[str]  # ids of earlier parts of this conversation, absorbed into adapters
+    absorbed_upto: int  # messages before this index are in adapters, no longer in the prompt
+    sources: list[dict]  # what the last answer came from
+
+
+def _in_prompt(state: DocQAState) -> list[AnyMessage]:
+    return state.get("messages", [])[state.get("absorbed_upto", 0):]
+
+
+def answer(state: DocQAState, config: RunnableConfig) -> dict[str, Any]:
+    """Answer the last user message from memory, with the conversation so far in the prompt."""
+    from lift_tool.chat_model import to_conversation
+
+    messages = _in_prompt(state)
+    if not messages or not isinstance(messages[-1], HumanMessage):
+        return {"messages": [AIMessage("Ask me a question about the documents.")]}
+    configuration = Configuration.from_runnable_config(config)
+    try:
+        lift = configuration.lift()
+        question = messages[-1].text
+        documents = list(state.get("documents") or [])
+        if not documents:  # chosen per question, among everything stored
+            documents = [entry.doc_id for entry in lift.choose_documents(question)]
+        documents += [d for d in state.get("conversation_documents", []) if d not in documents]
+        reply = lift.chat(to_conversation(messages), documents or None, mode=configuration.mode)
+    except LiftError as err:  # a bad document name, an empty question...: said in the conversation
+        return {"messages": [AIMessage(f"I could not answer: {err}")], "sources": []}
+    sources = [
+        {"doc_id": doc_id, "title": title, "passages": sorted({c.index for c in reply.chunks if c.doc_id == doc_id})}
+        for doc_id, title in reply.documents
+    ]
+    message = AIMessage(reply.text, response_metadata={"mode": reply.mode, "sources": sources})
+    return {"messages": [message], "sources": sources}
+
+
+def _conversation_limit(configuration: Configuration, lift) -> int:
+    return configuration.conversation_tokens or lift.context_window // 2
+
+
+def _conversation_tokens(lift, messages: list[AnyMessage]) -> int:
+    text = "\n".join(message.text for message in messages)
+    return len(lift.loaded.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def outgrown(state: DocQAState, config: RunnableConfig) -> str:
+    """Whether the conversation in the prompt has outgrown its share of the window."""
+    configuration = Configuration.from_runnable_config(config)
+    lift = configuration.lift()
+    messages = _in_prompt(state)
+    too_long = len(messages) > KEEP_MESSAGES and _conversation_tokens(lift, messages) > _conversation_limit(configuration, lift)
+    return "absorb_conversation" if too_long else END
+
+
+def absorb_conversation(state: DocQAState, config: RunnableConfig) -> dict[str, Any]:
+    """Absorb the older part of the conversation into an adapter, and take it out of the prompt."""
+    from lift_tool.documents import make_document
+
+    configuration = Configuration.from_runnable_config(config)
+    lift = configuration.lift()
+    start = state.get("absorbed_upto", 0)
+    cut = len(state["messages"]) - KEEP_MESSAGES
+    lines = []
+    for message in state["messages"][start:cut]:
+        speaker = "User" if isinstance(message, HumanMessage) else "Assistant"
+        lines.append(f"{speaker}: {message.text}")
+    thread = (config.get("configurable") or {}).get("thread_id", "session")
+    document = make_document("\n\n".join(lines), title=f"Conversation {thread}, messages {start + 1}-{cut}")
+    lift.index(document, route="retrieve")  # retrieval finds it at once; the adapter follows
+    try:
+        if configuration.background:
+            lift.absorb_in_background(document, budget_seconds=configuration.budget_seconds)
+        else:
+            lift.absorb(document, budget_seconds=configuration.budget_seconds, progress=False)
+    except LiftError as err:  # the part stays retrievable; the session goes on
+        _log.warning("could not absorb %r: %s (kept for retrieval)", document.title, err)
+    _log.info("absorbed %r (%d messages) out of the prompt", document.title, cut - start)
+    return {"absorbed_upto": cut, "conversation_documents": [*state.get("conversation_documents", []), document.doc_id]}
+
+
+def build_graph(checkpointer=None, db_path: str | Path | None = None):
+    """The session graph. ``db_path``: persist sessions in this SQLite file (LangGraph's ``SqliteSaver``);
+    or pass any ``checkpointer``. Without either, state lives only as long as the run (or the server's own
+    persistence, under ``langgraph dev``)."""
+    if db_path is not None:
+        checkpointer = sqlite_checkpointer(db_path)
+    builder = StateGraph(DocQAState)
+    builder.add_node("answer", answer)
+    builder.add_node("absorb_conversation", absorb_conversation)
+    builder.add_edge(START, "answer")
+    builder.add_conditional_edges("answer", outgrown, ["absorb_conversation", END])
+    builder.add_edge("absorb_conversation", END)
+    return builder.compile(checkpointer=checkpointer, name="doc_qa")
+
+
+def sqlite_checkpointer(db_path: str | Path):
+    """LangGraph's SQLite checkpointer on ``db_path`` (created if missing)."""
+    import sqlite3
+
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
+    path = Path(db_path).expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # The graph may write checkpoints from another thread than the one that opened the file.
+    return SqliteSaver(sqlite3.connect(str(path), check_same_thread=False))
+
+
+graph = build_graph()
