@@ -28,6 +28,8 @@ RECIPES = {  # name: (what it changes, overrides of the default training setting
     "more-text": ("more raw text (segments 1, contextual 1)", {"mix": {"segments": 1.0, "contextual": 1.0}}),
     "lr1e-3": ("lower learning rate (1e-3)", {"learning_rate": 1e-3}),
     "batch2048": ("larger micro-batches (2,048 tokens)", {"batch_tokens": 2048}),
+    "seg128": ("shorter segments (128 tokens, stride 96)", {"segment_tokens": 128, "segment_stride": 96}),
+    "seg512": ("longer segments (512 tokens, stride 384)", {"segment_tokens": 512, "segment_stride": 384}),
 }
 
 

@@ -204,6 +204,9 @@ def absorb(
         last = plan[-1]
         plan[-1] = last[: max(1, round(len(last) * (training.epochs - int(training.epochs))))]
     micro_batches = [batch for epoch in plan for batch in epoch]
+    wanted = training.min_steps * training.grad_accum
+    while micro_batches and len(micro_batches) < wanted:  # a short document: more passes, freshly shuffled
+        micro_batches += batches(builder.epoch(rng), training.batch_tokens, rng)[: wanted - len(micro_batches)]
     total_steps = math.ceil(len(micro_batches) / training.grad_accum)
 
     precision = training_precision(device, training.precision)

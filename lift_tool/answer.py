@@ -3,9 +3,38 @@ context in the prompt. Greedy by default; text can be streamed as it is produced
 
 from __future__ import annotations
 
+import copy
 from typing import Callable
 
-from lift_tool.prompts import messages, render
+from lift_tool.prompts import QUESTION_MARKER, messages, render
+
+
+class PrefixCache:
+    """The key/value cache of the last long prompt prefix (instructions and context, up to the question), so
+    that several questions about the same text pay for reading it once.
+
+    A prefix is reused only with the same model state (``state``: which adapter is active, if any) and the same
+    tokens. One entry is kept: questions about one document tend to come together.
+    """
+
+    def __init__(self) -> None:
+        self._key: tuple | None = None
+        self._cache = None
+
+    def lookup(self, model, state: str, prefix_ids: list[int]):
+        """A private copy of the cache for ``prefix_ids``, computed on a miss."""
+        import torch
+
+        key = (id(model), state, tuple(prefix_ids))
+        if key != self._key:
+            with torch.inference_mode():
+                prefix = torch.tensor([prefix_ids], device=model.device)
+                self._cache = model(input_ids=prefix, use_cache=True).past_key_values
+            self._key = key
+        return copy.deepcopy(self._cache)  # generation appends to the cache it is given
+
+    def clear(self) -> None:
+        self._key, self._cache = None, None
 
 
 def generate(
@@ -14,16 +43,30 @@ def generate(
     conversation: list[dict[str, str]],
     max_new_tokens: int = 64,
     on_text: Callable[[str], None] | None = None,
+    prefix_cache: PrefixCache | None = None,
+    state: str = "base",
 ) -> str:
-    """Greedy decoding of the assistant's reply to ``conversation``."""
+    """Greedy decoding of the assistant's reply to ``conversation``.
+
+    With a ``prefix_cache``, a prompt with context is split before its question: the part before is read once
+    and reused for later questions about the same context with the same model ``state``.
+    """
     import torch
 
     prompt = render(tokenizer, conversation, add_generation_prompt=True)
     inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).to(model.device)
+    past = None
+    cut = prompt.rfind(QUESTION_MARKER)
+    if prefix_cache is not None and cut > 0:
+        prefix_ids = tokenizer(prompt[: cut + len(QUESTION_MARKER)], add_special_tokens=False)["input_ids"]
+        # Only when the prompt's tokens start with exactly the prefix's tokens (no merge across the cut).
+        if inputs["input_ids"][0, : len(prefix_ids)].tolist() == prefix_ids and len(prefix_ids) < inputs["input_ids"].shape[1]:
+            past = prefix_cache.lookup(model, state, prefix_ids)
     streamer = _CallbackStreamer(tokenizer, on_text) if on_text else None
     with torch.inference_mode():
         output = model.generate(
             **inputs,
+            past_key_values=past,
             max_new_tokens=max_new_tokens,
             do_sample=False,
             temperature=None,
@@ -38,9 +81,10 @@ def generate(
 
 
 def answer(model, tokenizer, question: str, titles: list[str], context: str | None = None, max_new_tokens: int = 64,
-           on_text: Callable[[str], None] | None = None) -> str:
+           on_text: Callable[[str], None] | None = None, prefix_cache: PrefixCache | None = None,
+           state: str = "base") -> str:
     """Answer ``question`` about the documents named in ``titles``; ``context`` goes in the prompt if given."""
-    return generate(model, tokenizer, messages(question, titles, context), max_new_tokens, on_text)
+    return generate(model, tokenizer, messages(question, titles, context), max_new_tokens, on_text, prefix_cache, state)
 
 
 def fit_context(tokenizer, text: str, budget_tokens: int) -> str:

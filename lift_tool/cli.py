@@ -122,7 +122,7 @@ def _size(n_bytes: int) -> str:
 def cmd_absorb(args) -> int:
     extra = {"backend": args.backend} if args.backend else {}
     lift = _lift(args, **extra)
-    document = lift.read(args.file, title=args.title)
+    document = lift.read(Path(args.file), title=args.title)
     print(f"absorbing {document.title!r} ({len(document.text):,} characters) into {lift.settings.home}", file=sys.stderr)
     result = lift.absorb(document, budget_seconds=args.budget_seconds, progress=not args.quiet, force=args.force)
     manifest = result.adapter.manifest

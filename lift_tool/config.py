@@ -51,6 +51,8 @@ class TrainingSettings(BaseModel):
     segment_stride: int = Field(192, ge=8)
     long_context_tokens: int = Field(512, ge=32)  # window of text around the evidence in long-context samples
     epochs: float = Field(1.0, gt=0)  # passes over the mix below (its weights already repeat the questions)
+    # A short document gives few steps per epoch, too few for LoRA to learn it: repeat it up to this many.
+    min_steps: int = Field(60, ge=0)
     learning_rate: float = Field(4e-3, gt=0)
     warmup_fraction: float = Field(0.05, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)
@@ -93,9 +95,10 @@ class Settings(BaseSettings):
     max_new_tokens: int = Field(64, ge=1)
     context_window: int | None = Field(None, ge=64)  # None: the model's own window
     pool_capacity: int = Field(8, ge=1)  # adapters kept resident on the answering model
-    # Several documents with adapters in one question: merge their adapters into one ("combine"), or answer
-    # with each and join the answers ("per-document"). Chosen by benchmarks/results/multi_document.md.
-    multi_document: Literal["combine", "per-document"] = "combine"
+    # Several documents with adapters in one question: answer with each adapter and keep the answers of the
+    # documents that know ("per-document"), or merge the adapters into one ("combine"). Chosen by measurement:
+    # benchmarks/results/multi_document.md.
+    multi_document: Literal["combine", "per-document"] = "per-document"
     lora: LoraSettings = LoraSettings()
     training: TrainingSettings = TrainingSettings()
     retrieval: RetrievalSettings = RetrievalSettings()

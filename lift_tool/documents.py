@@ -13,6 +13,7 @@ from lift_tool.errors import InputError
 from lift_tool.segment import document_id, normalise_text
 
 TEXT_SUFFIXES = {".txt", ".md", ".markdown", ".rst", ".text", ""}
+DOCUMENT_SUFFIXES = (TEXT_SUFFIXES - {""}) | {".pdf", ".html", ".htm"}
 
 
 @dataclass(frozen=True)

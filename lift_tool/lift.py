@@ -26,9 +26,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Literal
 
+from lift_tool.answer import PrefixCache
 from lift_tool.config import Settings, load_settings
-from lift_tool.documents import Document, make_document, read_document
+from lift_tool.documents import DOCUMENT_SUFFIXES, Document, make_document, read_document
 from lift_tool.errors import AbsorptionInterrupted, ConfigError, InputError, LiftError, UnknownDocumentError
+from lift_tool.prompts import NOT_IN_DOCUMENT, is_abstention
 
 if TYPE_CHECKING:
     from memory.pool import AdapterPool
@@ -61,6 +63,14 @@ class Answer:
     seconds: float = 0.0
 
 
+def _names_a_file(text: str) -> bool:
+    """Whether a string is meant as a path: an existing file, or one line ending in a document suffix."""
+    if "\n" in text or len(text) >= 4096:
+        return False
+    path = Path(text).expanduser()
+    return path.is_file() or (" " not in path.name and path.suffix.lower() in DOCUMENT_SUFFIXES)
+
+
 class Lift:
     def __init__(self, settings: Settings | None = None, model: "LoadedModel | None" = None):
         from memory.registry import Registry
@@ -72,6 +82,7 @@ class Lift:
         self._store: RetrievalStore | None = None
         # One model, one generation or training at a time.
         self._lock = threading.RLock()
+        self._prefix_cache = PrefixCache()  # the last long prompt prefix read, for the next question about it
         self._jobs: dict[str, AbsorptionJob] = {}  # background absorptions started here, by doc_id
         self._jobs_lock = threading.Lock()
 
@@ -116,9 +127,8 @@ class Lift:
         """A document from a file path, a ``Document``, or text (a string that is not an existing file)."""
         if isinstance(source, Document):
             return source
-        if isinstance(source, Path) or (isinstance(source, str) and "\n" not in source and len(source) < 4096
-                                        and Path(source).expanduser().is_file()):
-            return read_document(source, title=title)
+        if isinstance(source, Path) or (isinstance(source, str) and _names_a_file(source)):
+            return read_document(source, title=title)  # a missing file is an error, not a one-line document
         if isinstance(source, str):
             return make_document(source, title=title)
         raise InputError(f"cannot read a document from a {type(source).__name__}: give a path or a string")
@@ -173,6 +183,8 @@ class Lift:
             cached = None if force else self.registry.find_adapter(
                 document.doc_id, loaded.fingerprint, settings.training_fingerprint())
             if cached is None:
+                if shared:
+                    self._prefix_cache.clear()
                 if shared and self._pool is not None:
                     self._pool.release()  # training needs the bare model
                 with self.registry.staging() as staged:
@@ -201,6 +213,7 @@ class Lift:
                     self._pool.evict(adapter.key)
             removed = self.registry.remove(entry.doc_id)
         self.store.remove_document(removed.doc_id)
+        (Path(self.settings.home) / JOBS_DIR / f"{removed.doc_id}.json").unlink(missing_ok=True)  # its absorption status
         return removed
 
     def choose_documents(self, question: str) -> list["DocumentEntry"]:
@@ -292,10 +305,11 @@ class Lift:
         job = self._jobs.get(entry.doc_id) or next(
             (j for j in list(_RUNNING_JOBS) if j.doc_id == entry.doc_id and j.home == home), None)
         record = job.status_record() if job is not None else _read_status(home, entry.doc_id)
-        if record is None or record["state"] == "done":
-            state = "absorbed" if entry.adapters else "not absorbed"
+        running = record is not None and record["state"] == "running"
+        if record is None or record["state"] == "done" or (entry.adapters and not running):
+            state = "absorbed" if entry.adapters else "not absorbed"  # (absorbed since, if an attempt failed)
             return AbsorptionStatus(entry.doc_id, entry.title, state, None, entry.route)
-        if record["state"] == "running":
+        if running:
             alive = job.running if job is not None else (record.get("pid") != os.getpid() and _process_alive(record.get("pid")))
             if not alive:
                 record = {**record, "state": "interrupted",
@@ -357,11 +371,16 @@ class Lift:
                 joined = texts[0] if len(texts) == 1 else "\n\n".join(f"# {t}\n{x}" for t, x in zip(titles, texts))
                 context = fit_context(loaded.tokenizer, joined, budget)
 
-            def generate(model) -> str:
-                return answer(model, loaded.tokenizer, question, titles, context, max_new_tokens, on_text)
-
+            adapters = []
             if mode in ADAPTER_MODES:
                 adapters = [self.registry.adapter_for(entry.doc_id, loaded.fingerprint, loaded.name) for entry in entries]
+            state = "+".join(adapter.key for adapter in adapters) or "base"
+
+            def generate(model) -> str:
+                return answer(model, loaded.tokenizer, question, titles, context, max_new_tokens, on_text,
+                              prefix_cache=self._prefix_cache, state=state)
+
+            if adapters:
                 text = self._answer_with_adapters(adapters, generate, question, titles, context, max_new_tokens, on_text)
             else:
                 with self.pool.base() as model:
@@ -456,15 +475,22 @@ class Lift:
         if self.settings.multi_document == "combine":
             with self.pool.combine(adapters, how="cat") as model:
                 return generate(model)
-        # per-document: each adapter answers about its own document; the answers are listed by title.
+        # per-document: each adapter answers about its own document; documents that say they do not know are
+        # left out (benchmarks/results/multi_document.md: this beats combining the adapters).
         from lift_tool.answer import answer
 
         parts = []
         for adapter, title in zip(adapters, titles):
             with self.pool.activate(adapter) as model:
                 reply = answer(model, self.loaded.tokenizer, question, [title], context, max_new_tokens)
-            parts.append(f"{title}: {reply}")
-        text = "\n".join(parts)
+            if not is_abstention(reply):
+                parts.append((title, reply))
+        if not parts:
+            text = NOT_IN_DOCUMENT
+        elif len(parts) == 1:
+            text = parts[0][1]
+        else:
+            text = "\n".join(f"{title}: {reply}" for title, reply in parts)
         if on_text:
             on_text(text)
         return text

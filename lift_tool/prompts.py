@@ -4,6 +4,7 @@ learns a format the answering code never shows it."""
 from __future__ import annotations
 
 NOT_IN_DOCUMENT = "The document does not say."
+QUESTION_MARKER = "\n\nQuestion:"  # separates the context from the question in a prompt with context
 
 
 def system_prompt(titles: list[str]) -> str:
@@ -17,7 +18,7 @@ def user_prompt(question: str, context: str | None = None) -> str:
     """A closed-book question, or one with context (retrieved chunks or the document) before it."""
     if not context:
         return question
-    return f"Context:\n{context}\n\nQuestion: {question}"
+    return f"Context:\n{context}{QUESTION_MARKER} {question}"
 
 
 def messages(question: str, titles: list[str], context: str | None = None) -> list[dict[str, str]]:

@@ -79,3 +79,15 @@ def test_bad_requests(lift):
         lift.absorb("   \n ")
     with pytest.raises(ConfigError, match="positive"):
         lift.absorb(TEXT, budget_seconds=0)
+
+
+def test_questions_over_two_documents(lift):
+    first = lift.absorb(TEXT, progress=False).document
+    second = lift.absorb("# Harlow\n\nThe Harlow lighthouse was painted red in 1902 by Tom Vale.", progress=False).document
+    both = [first.doc_id, second.doc_id]
+    per_document = lift.ask("Who built it?", both, mode="lift")
+    # The tiny random model never abstains, so each document's answer is kept under its title.
+    assert per_document.text.startswith("Brimley: ") and "\nHarlow: " in per_document.text
+    lift.settings = lift.settings.model_copy(update={"multi_document": "combine"})
+    combined = lift.ask("Who built it?", both, mode="lift")
+    assert "Brimley: " not in combined.text and combined.documents == [(first.doc_id, "Brimley"), (second.doc_id, "Harlow")]

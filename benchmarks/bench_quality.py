@@ -1,0 +1,206 @@
+"""Answer quality of base, context, rag, lift and lift+rag on real long documents, and the floors of the issue.
+
+Runs ``lift eval`` (lift_tool.evaluate.run_evaluation) on each set, then gathers the reports:
+
+  squad         the 3 SQuAD v2.0 dev articles of ../shared/data/longdoc_qa_dev.jsonl, the first 40 questions of each
+                (extractive, some unanswerable): token F1 / EM, abstention
+  quality       the 3 QuALITY articles of the same file (41 multiple-choice questions): accuracy
+  loogle-short  ../shared/data/loogle/shortdep_qa.jsonl (5 documents of 10k-20k words, 80 questions): token F1
+  loogle-long   ../shared/data/loogle/longdep_qa.jsonl (5 documents, 43 long-dependency questions): token F1
+
+The in-context method is truncated to the model's window as in the LIFT paper (Lift.ask(mode="context") cuts the
+middle of the document); --context-window sets a smaller window. LooGLE answers are free-form: the paper judged
+them with GPT-4, here they are scored by token F1 and containment, so numbers are not comparable to the paper's.
+
+Every run keeps its own memory and rows under --work (default ~/.cache/lift-tool/bench/quality-MODEL-SET-RECIPE,
+RECIPE: the settings' training fingerprint), so an interrupted benchmark resumes and a rerun reuses the adapters.
+Settings come from the defaults and LIFT_* environment variables (e.g. LIFT_TRAINING__LEARNING_RATE).
+
+    python benchmarks/bench_quality.py [--model smollm2-135m] [--sets squad,loogle-short,loogle-long]
+        [--budget-seconds S] [--limit-docs N] [--limit-questions N] [--context-window T] [--max-new-tokens 32]
+
+Writes benchmarks/results/quality-MODEL.md (every set run so far for this model and recipe, each with its command),
+with quality-MODEL-SET.png (plot) and quality-MODEL-SET.json (rows).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from bench_absorb import machine, model_tag  # noqa: E402
+
+DATA = REPO.parent / "shared" / "data"
+SETS = {  # name: (file, document id pattern, questions per document)
+    "squad": (DATA / "longdoc_qa_dev.jsonl", "squad2dev_*", 40),
+    "quality": (DATA / "longdoc_qa_dev.jsonl", "leval_quality_*", None),
+    "loogle-short": (DATA / "loogle" / "shortdep_qa.jsonl", None, None),
+    "loogle-long": (DATA / "loogle" / "longdep_qa.jsonl", None, None),
+}
+METHODS = ["base", "context", "rag", "lift", "lift+rag"]
+SQUAD_MINUTES_FLOOR = 30
+
+
+def work_dir(work: Path, model: str, name: str, settings) -> Path:
+    """One folder per model, set and training recipe: a change of the defaults starts a fresh run."""
+    return work / f"quality-{model_tag(model)}-{name}-{settings.training_fingerprint()[:8]}"
+
+
+def run_set(name: str, args, description: str) -> Path:
+    """Run one set (resuming a run left unfinished) and record how it was run next to its results."""
+    from lift_tool.config import load_settings
+    from lift_tool.evaluate import run_evaluation
+
+    path, select, per_doc = SETS[name]
+    settings = load_settings(model=args.model, device=args.device, max_new_tokens=args.max_new_tokens,
+                             context_window=args.context_window)
+    work = work_dir(args.work, args.model, name, settings)
+    started = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    t0 = time.monotonic()
+    run_evaluation(settings, path, METHODS, work, limit_docs=args.limit_docs,
+                   limit_questions=args.limit_questions or per_doc, budget_seconds=args.budget_seconds,
+                   label=f"{name} ({args.model})", select=select)
+    training = settings.training
+    (work / "bench.json").write_text(json.dumps({
+        "command": "python benchmarks/bench_quality.py " + " ".join(sys.argv[1:]),
+        "environment": {k: v for k, v in os.environ.items() if k.startswith("LIFT_")},
+        "started": started, "minutes": round((time.monotonic() - t0) / 60, 1), "machine": description,
+        "recipe": f"training fingerprint `{settings.training_fingerprint()}`: {training.epochs:g} epoch(s), learning "
+                  f"rate {training.learning_rate:g}, {training.batch_tokens} tokens per micro-batch, LoRA rank "
+                  f"{settings.lora.rank}" + (f"; absorption budget {args.budget_seconds:g} s per document"
+                                             if args.budget_seconds else "; no absorption budget"),
+    }, indent=1))
+    return work
+
+
+def squad_floors(summary: dict, documents: dict, rows: list[dict]) -> list[tuple[str, str, bool]]:
+    f1 = {method: summary[method]["f1"] or 0.0 for method in summary}
+    absorb_s = sum(d.get("absorb_wall_seconds", d.get("train_seconds", 0)) for d in documents.values())
+    compute_min = (absorb_s + sum(r["latency_s"] for r in rows)) / 60
+    full = 3 * 40 * len(METHODS)
+    timing = f"{compute_min:.1f} min (absorption wall + answer seconds)"
+    if len(rows) < full or len(documents) < 3:  # a reduced run: project to the full one, and say so
+        per_doc_absorb = absorb_s / max(1, len(documents))
+        compute_min = (3 * per_doc_absorb + full * sum(r["latency_s"] for r in rows) / max(1, len(rows))) / 60
+        timing = (f"projected {compute_min:.1f} min from a reduced run ({len(documents)} articles, {len(rows)} "
+                  f"answers): 3 x mean absorption + {full} x mean seconds per answer")
+    return [
+        ("lift F1 - base F1 >= 10", f"{f1['lift']:.1f} - {f1['base']:.1f} = {f1['lift'] - f1['base']:.1f}",
+         f1["lift"] - f1["base"] >= 10),
+        ("lift+rag F1 >= rag F1", f"{f1['lift+rag']:.1f} vs {f1['rag']:.1f}", f1["lift+rag"] >= f1["rag"]),
+        ("lift F1 >= 80% of context F1", f"{f1['lift']:.1f} vs {0.8 * f1['context']:.1f} (= 0.8 x {f1['context']:.1f})",
+         f1["lift"] >= 0.8 * f1["context"]),
+        (f"3 articles x 40 questions x 5 methods within {SQUAD_MINUTES_FLOOR} min",
+         timing, compute_min <= SQUAD_MINUTES_FLOOR),
+    ]
+
+
+def render(args) -> str:
+    """The report of every set run for this model and training recipe, from the sets' output folders."""
+    from lift_tool.config import load_settings
+    from lift_tool.evaluate import summarise
+
+    settings = load_settings(model=args.model, max_new_tokens=args.max_new_tokens, context_window=args.context_window)
+    tag = model_tag(args.model)
+    lines = [
+        f"# Answer quality on real long documents: `{args.model}`",
+        "",
+        "**Shared machine**: measured on a 2-core CPU that other jobs (other engineers' training runs and "
+        "benchmarks) were using at the same time; seconds are upper bounds and would be lower on an idle machine.",
+        "",
+        f"At most {args.max_new_tokens} new tokens per answer; in-context window "
+        + (f"{args.context_window} tokens" if args.context_window else "the model's own") + ". Each set below "
+        "says how it was run. Scoring: see lift_tool/evaluate.py and lift_tool/metrics.py (SQuAD token F1 / EM on "
+        "answerable questions, option letter for multiple choice, abstention on unanswerable questions).",
+        "",
+    ]
+    runs = {}
+    for name in SETS:
+        work = work_dir(args.work, args.model, name, settings)
+        if (work / "results.json").is_file() and (work / "report.md").is_file():
+            rows = json.loads((work / "results.json").read_text())
+            documents = json.loads((work / "documents.json").read_text())
+            runs[name] = (work, summarise(rows, documents), documents, rows)
+    if "squad" in runs:
+        _, summary, documents, rows = runs["squad"]
+        lines += ["## Floors (SQuAD dev articles)", "", "| floor | measured | met |", "|---|---|---|"]
+        for floor, measured, met in squad_floors(summary, documents, rows):
+            lines.append(f"| {floor} | {measured} | {'yes' if met else '**no**'} |")
+        lines.append("")
+    for name in ("loogle-short", "loogle-long"):
+        if name in runs:
+            s = runs[name][1]
+            if any(s[m]["f1"] is None for m in ("lift", "lift+rag", "context")):
+                lines += [f"## Floor ({name})", "", "- not measured: no free-form questions were answered", ""]
+                continue
+            met = s["lift+rag"]["f1"] >= s["context"]["f1"]
+            ordering = s["lift"]["f1"] > s["context"]["f1"]
+            lines += [f"## Floor ({name})", "",
+                      f"- lift+rag F1 {s['lift+rag']['f1']} >= truncated context F1 {s['context']['f1']}: "
+                      f"{'yes' if met else '**no**'}",
+                      f"- the paper's ordering, lift above truncated context: lift {s['lift']['f1']} vs context "
+                      f"{s['context']['f1']}: {'yes' if ordering else 'no'}", ""]
+    for name, (work, _, _, _) in runs.items():
+        how = json.loads((work / "bench.json").read_text()) if (work / "bench.json").is_file() else {}
+        env = " ".join(f"{k}={v}" for k, v in how.get("environment", {}).items())
+        report = (work / "report.md").read_text(encoding="utf-8").replace("\n## ", "\n### ")
+        report = report.split("\n", 1)[1]  # drop the report's own title
+        lines += [f"## {name}", "",
+                  f"Command: `{(env + ' ') if env else ''}{how.get('command', '(not recorded)')}`, "
+                  f"{how.get('started', '?')}, {how.get('minutes', '?')} min for that invocation (a resumed run "
+                  f"counts only what it did). Machine: {how.get('machine', '?')}. Recipe: {how.get('recipe', '?')}.",
+                  "", f"![quality against cost](quality-{tag}-{name}.png)", "", report.strip(), "",
+                  f"Rows (every question, method, answer and score): `quality-{tag}-{name}.json`.", ""]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--sets", default="squad,loogle-short,loogle-long")
+    parser.add_argument("--budget-seconds", type=float, help="time budget per absorption")
+    parser.add_argument("--limit-docs", type=int)
+    parser.add_argument("--limit-questions", type=int, help="questions per document (default: 40 for squad, all else)")
+    parser.add_argument("--context-window", type=int, help="cut the in-context method to this many tokens")
+    parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--work", type=Path, default=Path.home() / ".cache" / "lift-tool" / "bench")
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    parser.add_argument("--report-only", action="store_true", help="rebuild the report from the sets run before")
+    args = parser.parse_args()
+
+    names = [n.strip() for n in args.sets.split(",") if n.strip()]
+    unknown = [n for n in names if n not in SETS]
+    if unknown:
+        parser.error(f"unknown set(s) {unknown}: choose from {', '.join(SETS)}")
+    tag = model_tag(args.model)
+    args.out.mkdir(parents=True, exist_ok=True)
+    if not args.report_only:
+        description = machine()
+        for name in names:
+            print(f"== {name}", file=sys.stderr, flush=True)
+            work = run_set(name, args, description)
+            if (work / "plot.png").is_file():
+                shutil.copyfile(work / "plot.png", args.out / f"quality-{tag}-{name}.png")
+            shutil.copyfile(work / "results.json", args.out / f"quality-{tag}-{name}.json")
+            # written after every set, so a long benchmark shows its first sets while the next ones run
+            (args.out / f"quality-{tag}.md").write_text(render(args))
+    (args.out / f"quality-{tag}.md").write_text(render(args))
+    print(f"wrote {args.out / f'quality-{tag}.md'}")
+
+
+if __name__ == "__main__":
+    main()

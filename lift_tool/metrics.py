@@ -1,0 +1,95 @@
+"""Scoring answers: SQuAD token F1 and exact match, multiple-choice accuracy, containment, abstention.
+
+SQuAD normalisation (as the official evaluation script): lower-case, remove punctuation, remove the articles
+a / an / the, collapse whitespace. F1 is over the bag of normalised tokens; a question with several gold answers
+takes the best one.
+
+Multiple choice: the options are labelled ``A``-``D`` (QuALITY) or ``1``-``4`` (LooGLE). The chosen option is
+read from the answer in this order:
+  1. a label at the start of the answer: "C" alone, "(C)", "C)", "C.", "C:" ("3", "(3)" ... for numbered options);
+  2. a label marked anywhere: "(C)", "option C", "answer is C", "Answer: C";
+  3. otherwise the option whose text best matches the answer (the option's normalised text inside the answer,
+     else the highest token F1 with it, at least 0.5).
+An answer from which no option can be read is wrong.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections import Counter
+
+ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
+PUNCTUATION = set(string.punctuation) | {"‘", "’", "“", "”", "–", "—", "…"}
+
+
+def normalize_answer(text: str) -> str:
+    text = text.lower()
+    text = "".join(ch for ch in text if ch not in PUNCTUATION)
+    text = ARTICLES.sub(" ", text)
+    return " ".join(text.split())
+
+
+def exact_match(prediction: str, gold: str) -> float:
+    return float(normalize_answer(prediction) == normalize_answer(gold))
+
+
+def token_f1(prediction: str, gold: str) -> float:
+    predicted = normalize_answer(prediction).split()
+    expected = normalize_answer(gold).split()
+    if not predicted or not expected:  # the official script: both empty is a match, one empty is not
+        return float(predicted == expected)
+    common = Counter(predicted) & Counter(expected)
+    overlap = sum(common.values())
+    if overlap == 0:
+        return 0.0
+    precision = overlap / len(predicted)
+    recall = overlap / len(expected)
+    return 2 * precision * recall / (precision + recall)
+
+
+def contains(prediction: str, gold: str) -> float:
+    """1 when the normalised gold answer appears in the normalised prediction (a lenient, recall-like score)."""
+    expected = normalize_answer(gold)
+    return float(bool(expected) and f" {expected} " in f" {normalize_answer(prediction)} ")
+
+
+def best(metric, prediction: str, golds: list[str]) -> float:
+    """The best score of ``prediction`` against any of the gold answers (0 when there are none)."""
+    return max((metric(prediction, gold) for gold in golds), default=0.0)
+
+
+# ----------------------------------------------------------------------------------------- multiple choice
+
+
+def parse_options(question: str) -> dict[str, str]:
+    """The labelled options written into a question: ``(A) text`` lines or ``1. text`` lines."""
+    lettered = dict(re.findall(r"^\s*\(([A-Z])\)\s*(.+?)\s*$", question, flags=re.MULTILINE))
+    if len(lettered) >= 2:
+        return lettered
+    numbered = dict(re.findall(r"^\s*(\d)[.)]\s+(.+?)\s*$", question, flags=re.MULTILINE))
+    return numbered if len(numbered) >= 2 else {}
+
+
+def choose_option(prediction: str, options: dict[str, str]) -> str | None:
+    """The label of the option an answer chooses, by the rule in the module docstring; None if none."""
+    if not options:
+        return None
+    labels = "".join(re.escape(label) for label in options)
+    text = prediction.strip()
+    first = re.match(rf"^\(?([{labels}])(?:[).:,]|$)", text)
+    if first:
+        return first.group(1)
+    marked = re.search(rf"\(([{labels}])\)|(?i:\b(?:option|answer is|answer:|choice))\s*\(?([{labels}])\b", text)
+    if marked:
+        return marked.group(1) or marked.group(2)
+    normalised = f" {normalize_answer(text)} "
+    for label, option in options.items():
+        if normalize_answer(option) and f" {normalize_answer(option)} " in normalised:
+            return label
+    scored = max(options, key=lambda label: token_f1(text, options[label]))
+    return scored if token_f1(text, options[scored]) >= 0.5 else None
+
+
+def mc_correct(prediction: str, options: dict[str, str], answer: str) -> float:
+    return float(choose_option(prediction, options) == answer)
