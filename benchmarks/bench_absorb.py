@@ -32,7 +32,6 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # spinning OpenMP threads slow a busy small CPU down badly
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 REPO = Path(__file__).resolve().parents[1]
@@ -76,6 +75,10 @@ def report_name(kind: str, spec: str) -> str:
 def default_home(spec: str) -> Path:
     """Where the benchmark keeps its absorbed documents, so bench_questions.py reuses them."""
     return Path.home() / ".cache" / "lift-tool" / "bench" / f"absorb-{model_tag(spec)}"
+
+
+TIMING_NOTE = ("Timings depend on what else runs on the machine: the load average at the start is recorded with the "
+               "machine, and a load near the core count means another job shared the CPU.")
 
 
 def machine() -> str:
@@ -154,13 +157,12 @@ def render(rows: list[dict], args, started: str, seconds: float, description: st
         "",
         f"Machine: {description}.",
         "",
-        "**Shared machine**: these timings were taken on a 2-core machine that other jobs (other engineers' "
-        "training runs and benchmarks) were using at the same time; the load average is recorded above. They are "
-        "upper bounds on this hardware, not clean measurements.",
+        TIMING_NOTE,
         "",
         f"Model: `{args.model}`. Documents: prefixes of the longest LooGLE document on disk, cut at sentence "
         "boundaries to at most the target length in the model's tokens. Settings: the defaults when this ran "
-        f"(LoRA rank {training['lora'].get('rank')}, {training['training'].get('epochs')} epochs, "
+        f"(LoRA rank {training['lora'].get('rank')} on the upper {training['lora'].get('layer_fraction', 1):.0%} of the "
+        f"layers, {training['training'].get('epochs')} epochs, "
         f"{training['training'].get('batch_tokens')} tokens per micro-batch, training fingerprint `{training['fingerprint']}`)"
         + (f", time budget {args.budget_seconds:g} s" + (f" for documents over {args.budget_above:,} tokens"
            if args.budget_above else "") if args.budget_seconds else "") + ".",

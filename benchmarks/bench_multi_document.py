@@ -42,7 +42,6 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 REPO = Path(__file__).resolve().parents[1]
@@ -183,7 +182,7 @@ def render(rows, args, started, wall, description) -> str:
         "",
         f"Command: `python benchmarks/bench_multi_document.py {' '.join(sys.argv[1:])}`, {started}, {wall / 60:.1f} min.",
         "",
-        f"Machine: {description}. **Shared machine**: other jobs were running; seconds are upper bounds.",
+        f"Machine: {description}. Timings depend on what else runs on the machine (see the load average).",
         "",
         f"Model `{args.model}`; training fingerprint `{settings.training_fingerprint()}`"
         + (f"; absorption budget {args.budget_seconds:g} s" if args.budget_seconds else "")

@@ -32,7 +32,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 # OpenMP threads that spin while waiting slow small forward passes down badly on a small, busy CPU.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 REPO = Path(__file__).resolve().parents[1]

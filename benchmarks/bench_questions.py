@@ -31,14 +31,15 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from bench_absorb import cut_to_tokens, default_home, longest_loogle_document, machine, report_name  # noqa: E402
+from bench_absorb import (  # noqa: E402
+    TIMING_NOTE, cut_to_tokens, default_home, longest_loogle_document, machine, report_name,
+)
 
 MODES = ("lift", "context", "rag")
 
@@ -114,8 +115,7 @@ def render(rows, args, title, started, seconds, description) -> str:
         "",
         f"Machine: {description}.",
         "",
-        "**Shared machine**: measured on a 2-core machine that other jobs were using at the same time (load "
-        "average above); treat the seconds as upper bounds and the ratios as indicative.",
+        TIMING_NOTE,
         "",
         f"Model: `{args.model}`, greedy, at most {args.max_new_tokens} new tokens. Documents: prefixes of "
         f"{title!r} (LooGLE); the same {args.questions} questions at every length (that document's LooGLE "

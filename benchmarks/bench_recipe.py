@@ -21,16 +21,25 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-RECIPES = {  # name: (what it changes, overrides of the default training settings)
+RECIPES = {  # name: (what it changes, overrides of the default settings: "training" and "lora")
     "default": ("the defaults", {}),
-    "qa3": ("fewer question passes (qa 3)", {"mix": {"qa": 3.0}}),
-    "questions-only": ("closed-book questions only", {"mix": {"qa": 5.0, "qa_long": 0.0, "segments": 0.0, "contextual": 0.0}}),
-    "more-text": ("more raw text (segments 1, contextual 1)", {"mix": {"segments": 1.0, "contextual": 1.0}}),
-    "lr1e-3": ("lower learning rate (1e-3)", {"learning_rate": 1e-3}),
-    "batch2048": ("larger micro-batches (2,048 tokens)", {"batch_tokens": 2048}),
-    "seg128": ("shorter segments (128 tokens, stride 96)", {"segment_tokens": 128, "segment_stride": 96}),
-    "seg512": ("longer segments (512 tokens, stride 384)", {"segment_tokens": 512, "segment_stride": 384}),
+    "all-layers": ("LoRA on every layer", {"lora": {"layer_fraction": 1.0}}),
+    "upper-third": ("LoRA on the upper third of the layers", {"lora": {"layer_fraction": 1 / 3}}),
+    "qa3": ("fewer question passes (qa 3)", {"training": {"mix": {"qa": 3.0}}}),
+    "questions-only": ("closed-book questions only",
+                       {"training": {"mix": {"qa": 5.0, "qa_long": 0.0, "segments": 0.0, "contextual": 0.0}}}),
+    "more-text": ("more raw text (segments 1, contextual 1)", {"training": {"mix": {"segments": 1.0, "contextual": 1.0}}}),
+    "lr1e-3": ("lower learning rate (1e-3)", {"training": {"learning_rate": 1e-3}}),
+    "batch2048": ("larger micro-batches (2,048 tokens)", {"training": {"batch_tokens": 2048}}),
 }
+
+
+def merged(base: dict, overrides: dict) -> dict:
+    """``base`` with ``overrides`` laid over it, nested dictionaries merged key by key."""
+    result = dict(base)
+    for key, value in overrides.items():
+        result[key] = merged(result[key], value) if isinstance(value, dict) else value
+    return result
 
 
 def machine() -> str:
@@ -62,11 +71,8 @@ def run(recipes: list[str], out: Path) -> None:
     loaded = load_model(settings=base_settings)
     rows = []
     for name in recipes:
-        training = base_settings.training.model_dump()
         description, overrides = RECIPES[name]
-        for key, value in overrides.items():
-            training[key] = {**training[key], **value} if isinstance(value, dict) else value
-        settings = load_settings(training=training)
+        settings = load_settings(**merged(base_settings.model_dump(include={"training", "lora"}), overrides))
         with tempfile.TemporaryDirectory() as folder:
             started = time.monotonic()
             manifest = absorb(document, loaded, settings, Path(folder), progress=False)

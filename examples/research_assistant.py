@@ -32,7 +32,8 @@ def main() -> None:
     result = graph.invoke({"question": args.question, "folder": args.folder}, {"configurable": configurable})
 
     for document in result.get("documents", []):
-        print(f"{Path(document['path']).name}: {document['route']} ({document['status']}): {document['reason']}")
+        how = document["reason"] or document["error"]  # a document that could not be read has no route
+        print(f"{Path(document['path']).name}: {document['route'] or 'not stored'} ({document['status']}): {how}")
     print()
     print(result["report"])
 

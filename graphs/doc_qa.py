@@ -86,7 +86,10 @@ def _conversation_tokens(lift, messages: list[AnyMessage]) -> int:
 def outgrown(state: DocQAState, config: RunnableConfig) -> str:
     """Whether the conversation in the prompt has outgrown its share of the window."""
     configuration = Configuration.from_runnable_config(config)
-    lift = configuration.lift()
+    try:
+        lift = configuration.lift()
+    except LiftError:  # the answer node has already said what went wrong
+        return END
     messages = _in_prompt(state)
     too_long = len(messages) > KEEP_MESSAGES and _conversation_tokens(lift, messages) > _conversation_limit(configuration, lift)
     return "absorb_conversation" if too_long else END

@@ -82,6 +82,9 @@ def ingest(state: ResearchState, config: RunnableConfig) -> dict[str, Any]:
         routed = router.invoke({"source": str(path)}, config)
         documents.append({"path": str(path), **{k: routed.get(k) for k in ("doc_id", "title", "route", "reason", "status", "error")}})
         log += routed.get("log", [])
+    if not any(document["doc_id"] for document in documents):  # else the answers would come from other documents
+        failures = "; ".join(f"{Path(d['path']).name}: {d['error']}" for d in documents)
+        return {**_stop(f"none of the documents in {folder} could be read ({failures})"), "documents": documents}
     return {"documents": documents, "log": log}
 
 
@@ -197,7 +200,7 @@ def _local_planner(configuration: Configuration):
 
 
 def after_ingest(state: ResearchState) -> str:
-    return "plan" if state.get("documents") else END
+    return "plan" if any(document.get("doc_id") for document in state.get("documents", [])) else END
 
 
 def build_graph(checkpointer=None, planner: Any = None, writer: Any = None):

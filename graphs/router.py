@@ -70,6 +70,10 @@ def _decision(state: RouterState):
                          state.get("budget_seconds"))
 
 
+# On a thread that persists state, an error must not leave an earlier run's decision in place.
+_NOTHING_DECIDED = {"doc_id": None, "route": None, "reason": None, "tokens": None}
+
+
 def decide(state: RouterState, config: RunnableConfig) -> dict[str, Any]:
     """Read the document and decide its route."""
     from lift_tool.throughput import plan_route
@@ -77,7 +81,7 @@ def decide(state: RouterState, config: RunnableConfig) -> dict[str, Any]:
     configuration = Configuration.from_runnable_config(config)
     if not isinstance(state.get("source"), str) or not state["source"].strip():
         error = "the router needs a `source`: a file path or the document's text"
-        return {"status": "error", "error": error, "log": [f"error: {error}"]}
+        return {**_NOTHING_DECIDED, "status": "error", "error": error, "log": [f"error: {error}"]}
     try:
         lift = configuration.lift()
         document = _document(state, lift)
@@ -85,8 +89,9 @@ def decide(state: RouterState, config: RunnableConfig) -> dict[str, Any]:
         decision = plan_route(lift, document, override, configuration.budget_seconds, configuration.measure_throughput)
     except LiftError as err:
         _log.warning("cannot route %s: %s", state["source"][:80], err)
-        return {"status": "error", "error": str(err), "log": [f"error: {err}"]}
+        return {**_NOTHING_DECIDED, "status": "error", "error": str(err), "log": [f"error: {err}"]}
     return {
+        "status": "decided",  # replaces the status of an earlier run on the same thread
         "doc_id": document.doc_id,
         "title": document.title,
         "tokens": decision.tokens,

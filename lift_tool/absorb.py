@@ -90,6 +90,7 @@ class PeftBackend:
             lora_alpha=settings.lora.alpha,
             lora_dropout=settings.lora.dropout,
             target_modules=settings.lora.target_modules,
+            layers_to_transform=settings.lora.adapted_layers(loaded.model.config.num_hidden_layers),
             task_type="CAUSAL_LM",
         )
         return get_peft_model(loaded.model, config)
@@ -183,7 +184,7 @@ def absorb(
     import torch
 
     started = time.monotonic()
-    training = settings.training
+    training = settings.training.model_copy(update={"learning_rate": learning_rate_for(loaded, settings.training)})
     device = str(loaded.device)
     # Chosen first, so that a wrong --backend fails before any work is done.
     backend = make_backend(choose_backend(settings.backend, device, reloadable=loaded.path is not None))
@@ -218,7 +219,7 @@ def absorb(
         optimizer = torch.optim.AdamW(trainable, lr=training.learning_rate, weight_decay=training.weight_decay)
         with cpu_training_numerics(model.get_base_model(), precision) as autocast:
             stats = _train(
-                model, optimizer, micro_batches, total_steps, settings, loaded, autocast, started, history, progress, on_step
+                model, optimizer, micro_batches, total_steps, training, loaded, autocast, started, history, progress, on_step
             )
         model.eval()
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -257,12 +258,20 @@ def absorb(
         backend.detach(model, loaded)
 
 
-def _train(model, optimizer, micro_batches, total_steps, settings, loaded, autocast, started, history, progress, on_step):
+def learning_rate_for(loaded: LoadedModel, training) -> float:
+    """The configured learning rate, or one by model size: 4e-3 suits SmolLM2-135M (benchmarks/results/recipe.md);
+    on Qwen2.5-0.5B it made the loss diverge, where 1e-3 trained steadily."""
+    if training.learning_rate is not None:
+        return training.learning_rate
+    parameters = sum(parameter.numel() for parameter in loaded.model.parameters())
+    return 4e-3 if parameters < 300_000_000 else 1e-3
+
+
+def _train(model, optimizer, micro_batches, total_steps, training, loaded, autocast, started, history, progress, on_step):
     """The optimisation loop. Returns counts and losses; stops early at the time budget."""
     import torch
     from tqdm.auto import tqdm
 
-    training = settings.training
     budget = training.budget_seconds
     pad_id = loaded.tokenizer.pad_token_id
     kind_losses: dict[str, list[float]] = {}

@@ -304,7 +304,6 @@ def run_evaluation(
     in ``out_dir/memory``, so a rerun with the same ``out_dir`` resumes: finished rows are skipped and absorbed
     documents are reused.
     """
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # spinning OpenMP threads slow a busy small CPU down
     methods = _check_methods(methods)
     for name, value in (("limit_docs", limit_docs), ("limit_questions", limit_questions)):
         if value is not None and value < 1:
@@ -443,16 +442,17 @@ class RowLog:
         self.path = path
         self._rows: dict[tuple, dict] = {}
         if path.is_file():
-            text = path.read_text(encoding="utf-8")
-            if text and not text.endswith("\n"):  # cut the torn line off, so the next row starts a line of its own
-                text = text[: text.rfind("\n") + 1]
-                with open(path, "r+", encoding="utf-8") as handle:
-                    handle.truncate(len(text.encode("utf-8")))
-            for line in text.splitlines():
+            # Bytes, split on b"\n" only: a torn line may end mid-character, and text may hold other line breaks.
+            data = path.read_bytes()
+            if data and not data.endswith(b"\n"):  # cut the torn line off, so the next row starts a line of its own
+                data = data[: data.rfind(b"\n") + 1]
+                with open(path, "r+b") as handle:
+                    handle.truncate(len(data))
+            for line in data.split(b"\n"):
                 try:
                     row = json.loads(line)
                     self._rows[(row["doc_id"], row["index"], row["method"])] = row
-                except (json.JSONDecodeError, KeyError, TypeError):
+                except (ValueError, KeyError, TypeError):  # ValueError covers bad JSON and bad UTF-8
                     continue
 
     @property
@@ -460,7 +460,7 @@ class RowLog:
         return set(self._rows)
 
     def append(self, row: dict) -> None:
-        with open(self.path, "a", encoding="utf-8") as handle:
+        with open(self.path, "a", encoding="utf-8", newline="\n") as handle:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
             handle.flush()
             os.fsync(handle.fileno())
@@ -498,6 +498,9 @@ def summarise(rows: list[dict], documents: dict[str, dict]) -> dict[str, dict]:
             "em": _mean(100 * r["em"] for r in free),
             "contains": _mean(100 * r["contains"] for r in free),
             "n_free": len(free),
+            # Different answers to different questions: a recipe that collapses onto one answer scores low here.
+            "distinct": _mean([100 * len({metrics.normalize_answer(r["prediction"]) for r in free}) / len(free)])
+            if free else None,
             "accuracy": _mean(100 * r["correct"] for r in choice),
             "n_mc": len(choice),
             "abstention": _mean(100 * r["abstained"] for r in unanswerable),
@@ -551,13 +554,14 @@ def render_report(rows, documents, summary, settings, data_path, label=None) -> 
     if not summary:
         return "\n".join(lines + ["No answers yet."]) + "\n"
     lines += [
-        "| method | n | F1 | EM | contains | MC acc. | abstains on unanswerable | abstains on answerable | "
-        "s/question (median) | mean | cost/question incl. absorption | absorption s | peak RSS MiB | added MiB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| method | n | F1 | EM | contains | distinct answers % | MC acc. | abstains on unanswerable | "
+        "abstains on answerable | s/question (median) | mean | cost/question incl. absorption | absorption s | "
+        "peak RSS MiB | added MiB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for method, s in summary.items():
         lines.append(
-            f"| {method} | {s['n']} | {_fmt(s['f1'])} | {_fmt(s['em'])} | {_fmt(s['contains'])} | "
+            f"| {method} | {s['n']} | {_fmt(s['f1'])} | {_fmt(s['em'])} | {_fmt(s['contains'])} | {_fmt(s.get('distinct'))} | "
             f"{_fmt(s['accuracy'])} | {_fmt(s['abstention'])} | {_fmt(s['false_abstention'])} | "
             f"{s['median_s']:.2f} | {s['mean_s']:.2f} | {s['cost_s']:.2f} | {s['absorb_s']:.0f} | {s['peak_rss_mib']:.0f} | {s['added_rss_mib']:.0f} |"
         )
@@ -565,7 +569,8 @@ def render_report(rows, documents, summary, settings, data_path, label=None) -> 
     lines += [
         "",
         f"F1, EM and contains: {first['n_free']} answerable extractive or free-form questions per method "
-        "(SQuAD normalisation, best gold answer); contains: the gold answer appears in the answer. "
+        "(SQuAD normalisation, best gold answer); contains: the gold answer appears in the answer; distinct answers: "
+        "different answers (after normalisation) per 100 of those questions, low when answers collapse onto one. "
         f"MC accuracy: {first['n_mc']} multiple-choice questions. Abstention: {first['n_unanswerable']} unanswerable "
         "questions (higher is better); abstains on answerable: how often the method refused a question the "
         "document answers (lower is better). Cost per question: mean seconds per answer plus, for the adapter "

@@ -205,9 +205,16 @@ class Lift:
         return self.registry.resolve(ref)
 
     def forget(self, ref: str) -> "DocumentEntry":
-        """Remove a document: its adapters, its text and its retrieval chunks."""
+        """Remove a document: its adapters, its text and its retrieval chunks. A background absorption of it is
+        cancelled first, so that it cannot store the document again when it ends."""
+        entry = self.registry.resolve(ref)
+        with self._jobs_lock:
+            job = self._jobs.pop(entry.doc_id, None)
+        if job is not None and job.running:
+            job.cancel()
+            job.wait()  # outside self._lock: the job needs that lock to finish
         with self._lock:
-            entry = self.registry.resolve(ref)
+            entry = self.registry.resolve(entry.doc_id)
             if self._pool is not None:
                 for adapter in entry.adapters:
                     self._pool.evict(adapter.key)
@@ -376,12 +383,13 @@ class Lift:
                 adapters = [self.registry.adapter_for(entry.doc_id, loaded.fingerprint, loaded.name) for entry in entries]
             state = "+".join(adapter.key for adapter in adapters) or "base"
 
-            def generate(model) -> str:
-                return answer(model, loaded.tokenizer, question, titles, context, max_new_tokens, on_text,
-                              prefix_cache=self._prefix_cache, state=state)
+            def generate(model, for_titles: list[str] = titles, stream=on_text) -> str:
+                cache = self._prefix_cache if for_titles == titles else None  # not for one document of several
+                return answer(model, loaded.tokenizer, question, for_titles, context, max_new_tokens, stream,
+                              prefix_cache=cache, state=state)
 
             if adapters:
-                text = self._answer_with_adapters(adapters, generate, question, titles, context, max_new_tokens, on_text)
+                text = self._answer_with_adapters(adapters, titles, generate, on_text)
             else:
                 with self.pool.base() as model:
                     text = generate(model)
@@ -425,7 +433,8 @@ class Lift:
                 mode = self._auto_mode(entries)
             titles = [entry.title for entry in entries]
             max_new_tokens = max_new_tokens or self.settings.max_new_tokens
-            if turns[0]["role"] != "system":
+            own_system = turns[0]["role"] == "system"  # the caller's system message is kept as it is
+            if not own_system:
                 turns.insert(0, {"role": "system", "content": system_prompt(titles)})
 
             def prompt_tokens(with_passages: str | None) -> int:
@@ -448,12 +457,15 @@ class Lift:
                 passages = fit_context(tokenizer, joined, budget)
             turns[-1] = {"role": "user", "content": user_prompt(question, passages)}
 
-            def generate_reply(model) -> str:
-                return generate(model, tokenizer, turns, max_new_tokens, on_text)
+            def generate_reply(model, for_titles: list[str] = titles, stream=on_text) -> str:
+                prompt = turns
+                if for_titles != titles and not own_system:  # one document of several: name that one only
+                    prompt = [{"role": "system", "content": system_prompt(for_titles)}] + turns[1:]
+                return generate(model, tokenizer, prompt, max_new_tokens, stream)
 
             if mode in ADAPTER_MODES:
                 adapters = [self.registry.adapter_for(entry.doc_id, loaded.fingerprint, loaded.name) for entry in entries]
-                text = self._answer_with_adapters(adapters, generate_reply, question, titles, passages, max_new_tokens, on_text)
+                text = self._answer_with_adapters(adapters, titles, generate_reply, on_text)
             else:
                 with self.pool.base() as model:
                     text = generate_reply(model)
@@ -468,7 +480,9 @@ class Lift:
             return "context"
         return "rag"
 
-    def _answer_with_adapters(self, adapters, generate, question, titles, context, max_new_tokens, on_text) -> str:
+    def _answer_with_adapters(self, adapters, titles, generate, on_text) -> str:
+        """Answer with the documents' adapters. ``generate(model, titles, on_text)`` writes a reply about the
+        documents named in ``titles`` (the same prompt and conversation, whichever documents it names)."""
         if len(adapters) == 1:
             with self.pool.activate(adapters[0]) as model:
                 return generate(model)
@@ -477,12 +491,10 @@ class Lift:
                 return generate(model)
         # per-document: each adapter answers about its own document; documents that say they do not know are
         # left out (benchmarks/results/multi_document.md: this beats combining the adapters).
-        from lift_tool.answer import answer
-
         parts = []
         for adapter, title in zip(adapters, titles):
             with self.pool.activate(adapter) as model:
-                reply = answer(model, self.loaded.tokenizer, question, [title], context, max_new_tokens)
+                reply = generate(model, [title], None)
             if not is_abstention(reply):
                 parts.append((title, reply))
         if not parts:

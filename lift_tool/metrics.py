@@ -1,15 +1,18 @@
 """Scoring answers: SQuAD token F1 and exact match, multiple-choice accuracy, containment, abstention.
 
-SQuAD normalisation (as the official evaluation script): lower-case, remove punctuation, remove the articles
-a / an / the, collapse whitespace. F1 is over the bag of normalised tokens; a question with several gold answers
+SQuAD normalisation (as the official evaluation script, which removes ASCII punctuation only; curly quotes and
+dashes are removed here too): lower-case, remove punctuation, remove the articles a / an / the, collapse
+whitespace. F1 is over the bag of normalised tokens; a question with several gold answers
 takes the best one.
 
 Multiple choice: the options are labelled ``A``-``D`` (QuALITY) or ``1``-``4`` (LooGLE). The chosen option is
 read from the answer in this order:
-  1. a label at the start of the answer: "C" alone, "(C)", "C)", "C.", "C:" ("3", "(3)" ... for numbered options);
+  1. a label at the start of the answer: "C" alone, "(C)", "C)", "C.", "C:", "C," ("3", "(3)" ... for numbered
+     options, but not "3.5" or "1,000");
   2. a label marked anywhere: "(C)", "option C", "answer is C", "Answer: C";
-  3. otherwise the option whose text best matches the answer (the option's normalised text inside the answer,
-     else the highest token F1 with it, at least 0.5).
+  3. otherwise the option whose text best matches the answer: the option whose normalised text is inside the
+     answer (the longest, when one option's text holds another's; none when the answer names two unrelated
+     options), else the highest token F1 with it, at least 0.5.
 An answer from which no option can be read is wrong.
 """
 
@@ -77,16 +80,22 @@ def choose_option(prediction: str, options: dict[str, str]) -> str | None:
         return None
     labels = "".join(re.escape(label) for label in options)
     text = prediction.strip()
-    first = re.match(rf"^\(?([{labels}])(?:[).:,]|$)", text)
+    first = re.match(rf"^\(?([{labels}])(?:[).:,](?!\d)|$)", text)  # "1,000 people" is not option 1
     if first:
         return first.group(1)
     marked = re.search(rf"\(([{labels}])\)|(?i:\b(?:option|answer is|answer:|choice))\s*\(?([{labels}])\b", text)
     if marked:
         return marked.group(1) or marked.group(2)
+    # Options whose whole text the answer contains; one inside another ("John", "John and Mary") counts as the
+    # longer one, and an answer naming two unrelated options chooses neither.
     normalised = f" {normalize_answer(text)} "
-    for label, option in options.items():
-        if normalize_answer(option) and f" {normalize_answer(option)} " in normalised:
-            return label
+    named = {label: normalize_answer(option) for label, option in options.items()
+             if normalize_answer(option) and f" {normalize_answer(option)} " in normalised}
+    if named:
+        longest = max(named, key=lambda label: len(named[label]))
+        if all(f" {other} " in f" {named[longest]} " for other in named.values()):
+            return longest
+        return None
     scored = max(options, key=lambda label: token_f1(text, options[label]))
     return scored if token_f1(text, options[scored]) >= 0.5 else None
 

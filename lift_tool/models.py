@@ -163,8 +163,7 @@ BUNDLED: dict[str, BundledModel] = {
         install_hint=QWEN_INSTALL,
     ),
 }
-ALIASES = {"default": "smollm2-135m", "smollm2": "smollm2-135m", "qwen": "qwen2.5-coder-0.5b",
-           "qwen2.5-0.5b": "qwen2.5-coder-0.5b"}
+ALIASES = {"default": "smollm2-135m", "smollm2": "smollm2-135m", "qwen": "qwen2.5-coder-0.5b"}
 
 
 @dataclass
@@ -215,8 +214,10 @@ def resolve_spec(spec: str, settings: Settings) -> tuple[str, Path | str]:
     key = ALIASES.get(spec.lower(), spec.lower())
     if key in BUNDLED:
         bundled = BUNDLED[key]
-        gguf = bundled.locate_gguf(settings)
-        return bundled.name, convert_gguf(gguf, settings.cache_dir / "models" / key)
+        folder = settings.cache_dir / "models" / key
+        if (folder / FINGERPRINT_FILE).is_file():  # converted before: the GGUF file is not needed (nor re-hashed)
+            return bundled.name, folder
+        return bundled.name, convert_gguf(bundled.locate_gguf(settings), folder)
 
     path = Path(spec).expanduser()
     if path.suffix == ".gguf":

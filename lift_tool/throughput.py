@@ -267,9 +267,10 @@ def absorb_routed(lift: "Lift", document: "Document", decision: RouteDecision, b
         return "absorbing", None, lift.absorb_in_background(document, budget_seconds=decision.budget_seconds)
     try:
         lift.absorb(document, budget_seconds=decision.budget_seconds, progress=False)
-    except LiftError as err:
-        _log.warning("absorbing %r failed: %s", document.title, err)
-        return "failed", str(err), None
+    except Exception as err:  # noqa: BLE001 - whatever it was, the document stays retrieval-only
+        error = str(err) if isinstance(err, LiftError) else f"{type(err).__name__}: {err}"
+        _log.warning("absorbing %r failed: %s", document.title, error)
+        return "failed", error, None
     return "absorbed", None, None
 
 

@@ -18,6 +18,7 @@ thread: the model serves one generation or training at a time anyway).
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import TYPE_CHECKING, Any, Literal
 
 from langchain_core.tools import BaseTool, BaseToolkit, ToolException
@@ -28,6 +29,8 @@ from lift_tool.throughput import DEFAULT_BUDGET_SECONDS
 
 if TYPE_CHECKING:
     from lift_tool.lift import Answer, Lift
+
+_log = logging.getLogger("lift_tool.tool")
 
 MODE_HELP = ("auto (default: the adapter where there is one, else the document or retrieved passages), lift "
              "(adapter only), rag (retrieved passages), lift+rag, context (the document in the prompt), base (no memory)")
@@ -71,8 +74,13 @@ class _LiftTool(BaseTool):
     def _run(self, *args: Any, run_manager: Any = None, **kwargs: Any) -> Any:
         try:
             return self._act(*args, **kwargs)
+        except ToolException:
+            raise
         except LiftError as err:  # a mistake the agent can fix: tell it what to do
             raise ToolException(f"Error: {err}") from err
+        except Exception as err:  # anything else (out of memory, a file it may not read): report it, keep the run
+            _log.exception("%s failed", self.name)
+            raise ToolException(f"Error: {self.name} failed ({type(err).__name__}: {err})") from err
 
     async def _arun(self, *args: Any, **kwargs: Any) -> Any:
         return await asyncio.to_thread(self._run, *args, **kwargs)

@@ -83,6 +83,7 @@ class UnslothBackend:
                 lora_alpha=lora.alpha,
                 lora_dropout=lora.dropout,  # 0 (the default) keeps Unsloth's fused LoRA kernels
                 target_modules=list(lora.target_modules),
+                layers_to_transform=lora.adapted_layers(model.config.num_hidden_layers),
                 bias="none",
                 modules_to_save=None,
                 use_rslora=False,

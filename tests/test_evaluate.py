@@ -348,3 +348,16 @@ def test_installed_qwen_parts_give_the_gguf_file():
         pytest.skip("the qwen2.5-coder-0.5b packages are not installed")
     path = BUNDLED["qwen2.5-coder-0.5b"].locate_gguf(Settings())
     assert path.stat().st_size == 491_400_064 and path.read_bytes()[:4] == b"GGUF"
+
+
+def test_row_log_survives_unusual_line_breaks_and_a_write_torn_mid_character(tmp_path):
+    from lift_tool.evaluate import RowLog
+
+    path = tmp_path / "rows.jsonl"
+    row = {"doc_id": "d", "index": 0, "method": "base", "prediction": "one\u2028two\u0085three"}
+    RowLog(path).append(row)
+    with open(path, "ab") as handle:
+        handle.write('{"doc_id": "torn é'.encode()[:-1])  # killed in the middle of a two-byte character
+    again = RowLog(path)
+    assert again.rows() == [row]
+    assert path.read_bytes().endswith(b"}\n")  # the torn part is gone; the next row starts its own line

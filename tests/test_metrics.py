@@ -73,3 +73,12 @@ def test_choose_option_numbered_and_scoring():
     assert choose_option("There were five people.", options) == "3"
     assert mc_correct("3.", options, "3") == 1.0
     assert mc_correct("2", options, "3") == 0.0
+
+
+def test_numbers_are_not_option_labels_and_nested_options_choose_the_longer():
+    numbered = {"1": "ten", "2": "a hundred", "3": "1,000 people"}
+    assert choose_option("1,000 people", numbered) == "3"
+    assert choose_option("3.5 years", {"1": "two", "2": "five", "3": "ten"}) is None
+    nested = {"A": "John", "B": "John and Mary", "C": "Peter"}
+    assert choose_option("It was John and Mary.", nested) == "B"
+    assert choose_option("John or Peter.", nested) is None  # two unrelated options named

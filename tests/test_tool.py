@@ -232,6 +232,18 @@ def test_a_failed_background_absorption_leaves_the_document_retrieval_only(lift)
     assert lift.resolve(cancelled.doc_id).route == "retrieve"
 
 
+def test_forgetting_a_document_while_it_is_absorbed_stops_the_absorption(lift):
+    from lift_tool.errors import UnknownDocumentError
+
+    job = lift.absorb_in_background(long_text("Bellwick"))
+    lift.forget(job.doc_id)
+    assert not job.running and job.state in {"cancelled", "done"}  # forget waited for it to stop
+    with pytest.raises(UnknownDocumentError):
+        lift.resolve(job.doc_id)  # and nothing came back when it ended
+    assert lift.documents() == [] and not lift.store.has_document(job.doc_id)
+    assert not (lift.settings.home / "jobs" / f"{job.doc_id}.json").exists()
+
+
 def test_an_absorption_whose_process_died_reads_as_interrupted(lift):
     from lift_tool.lift import JOBS_DIR
 
