@@ -101,9 +101,12 @@ def fit_context(tokenizer, text: str, budget_tokens: int) -> str:
 
 
 def context_budget(tokenizer, context_window: int, question: str, titles: list[str], max_new_tokens: int) -> int:
-    """Tokens left for context once the prompt around it and the answer are accounted for."""
+    """Tokens left for context once the prompt around it and the answer are accounted for, rounded down to a
+    multiple of 256 so that questions of different lengths cut a long document the same way (and the prefix
+    cache can reuse what one question read for the next)."""
     overhead = len(tokenizer(render(tokenizer, messages(question, titles, "x"), True), add_special_tokens=False)["input_ids"])
-    return max(0, context_window - overhead - max_new_tokens - 8)
+    room = max(0, context_window - overhead - max_new_tokens - 8)
+    return room - room % 256 if room >= 256 else room
 
 
 def _stop_ids(tokenizer) -> list[int]:

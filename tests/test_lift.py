@@ -91,3 +91,13 @@ def test_questions_over_two_documents(lift):
     lift.settings = lift.settings.model_copy(update={"multi_document": "combine"})
     combined = lift.ask("Who built it?", both, mode="lift")
     assert "Brimley: " not in combined.text and combined.documents == [(first.doc_id, "Brimley"), (second.doc_id, "Harlow")]
+
+
+def test_a_long_document_is_cut_the_same_way_for_every_question(lift):
+    from lift_tool.answer import context_budget
+
+    tokenizer = lift.loaded.tokenizer
+    short = context_budget(tokenizer, 8192, "Why?", ["Harbour"], 32)
+    long = context_budget(tokenizer, 8192, "Why did the harbour master close the harbour in the winter of 1902?",
+                          ["Harbour"], 32)
+    assert short == long and short % 256 == 0 and 7000 < short < 8192  # so the prefix cache can reuse the cut
