@@ -80,14 +80,16 @@ def run_set(name: str, args, description: str) -> Path:
                    limit_questions=args.limit_questions or per_doc, budget_seconds=args.budget_seconds,
                    label=f"{name} ({args.model})", select=select)
     training = settings.training
+    fraction = settings.lora.layer_fraction
+    layers = "layers chosen by model size" if fraction is None else f"the upper {fraction:.0%} of the layers"
     (work / "bench.json").write_text(json.dumps({
         "command": "python benchmarks/bench_quality.py " + " ".join(sys.argv[1:]),
         "environment": {k: v for k, v in os.environ.items() if k.startswith("LIFT_")},
         "started": started, "minutes": round((time.monotonic() - t0) / 60, 1), "machine": description,
         "recipe": f"training fingerprint `{settings.training_fingerprint()}`: {training.epochs:g} epoch(s), learning "
                   f"rate {training.learning_rate or 'by model size'}, {training.batch_tokens} tokens per micro-batch, LoRA rank "
-                  f"{settings.lora.rank} on the upper {settings.lora.layer_fraction:.0%} of the layers" + (f"; absorption budget {args.budget_seconds:g} s per document"
-                                             if args.budget_seconds else "; no absorption budget"),
+                  f"{settings.lora.rank} on {layers}" + (f"; absorption budget {args.budget_seconds:g} s per document"
+                                                         if args.budget_seconds else "; no absorption budget"),
     }, indent=1))
     return work
 

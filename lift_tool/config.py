@@ -29,12 +29,14 @@ class LoraSettings(BaseModel):
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     # The share of layers, counted from the top, that get LoRA. Backpropagation stops at the lowest adapted
-    # layer, so training costs less. On the demo document (benchmarks/results/recipe.md) the upper half answered
-    # 13 of 16 questions in 59 s, every layer 14 in 103 s, the upper third 5.
-    layer_fraction: float = Field(0.5, gt=0, le=1)
+    # layer, so training costs less. None: chosen by model size (absorb.settings_for_model), the upper half for
+    # small models like the default, every layer from 300M parameters up.
+    layer_fraction: float | None = Field(None, gt=0, le=1)
 
     def adapted_layers(self, n_layers: int) -> list[int]:
         """Indices of the layers that get LoRA, for a model with ``n_layers`` layers."""
+        if self.layer_fraction is None:
+            raise ValueError("layer_fraction is chosen by model size first (absorb.settings_for_model)")
         return list(range(n_layers - max(1, round(n_layers * self.layer_fraction)), n_layers))
 
 
@@ -61,7 +63,7 @@ class TrainingSettings(BaseModel):
     epochs: float = Field(1.0, gt=0)  # passes over the mix below (its weights already repeat the questions)
     # A short document gives few steps per epoch, too few for LoRA to learn it: repeat it up to this many.
     min_steps: int = Field(60, ge=0)
-    learning_rate: float | None = Field(None, gt=0)  # None: chosen by model size (absorb.learning_rate_for)
+    learning_rate: float | None = Field(None, gt=0)  # None: chosen by model size (absorb.settings_for_model)
     warmup_fraction: float = Field(0.05, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)
     batch_tokens: int = Field(512, ge=16)  # tokens (padding included) in one micro-batch: small means many steps

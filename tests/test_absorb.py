@@ -53,14 +53,36 @@ def test_absorb_writes_a_plain_peft_adapter_and_leaves_the_base_model_as_it_was(
     names = list(load_file(out / "adapter_model.safetensors"))
     assert names and all(".layers.1." in name for name in names)  # the upper half of the 2 layers only
     assert manifest["settings"]["training"]["learning_rate"] == 4e-3  # chosen for a small model
+    assert manifest["settings"]["lora"]["layer_fraction"] == 0.5
 
 
 def test_lora_goes_on_the_upper_layers():
     from lift_tool.config import LoraSettings
 
-    assert LoraSettings().adapted_layers(30) == list(range(15, 30))
+    assert LoraSettings(layer_fraction=0.5).adapted_layers(30) == list(range(15, 30))
     assert LoraSettings(layer_fraction=1.0).adapted_layers(2) == [0, 1]
     assert LoraSettings(layer_fraction=0.01).adapted_layers(24) == [23]  # never none
+    with pytest.raises(ValueError, match="model size"):
+        LoraSettings().adapted_layers(30)  # left to the model size, and not yet chosen
+
+
+def test_settings_left_to_the_model_size_are_chosen_by_it():
+    from types import SimpleNamespace
+
+    import torch
+
+    from lift_tool.absorb import settings_for_model
+    from lift_tool.config import Settings
+
+    def chosen_for(parameters_in, user: dict):
+        loaded = SimpleNamespace(model=torch.nn.Linear(parameters_in, 1000, bias=False, device="meta"))  # no memory
+        settings = settings_for_model(loaded, Settings.model_validate(user))
+        return settings.lora.layer_fraction, settings.training.learning_rate
+
+    assert chosen_for(1_000, {}) == (0.5, 4e-3)  # 1M parameters: like the default model
+    assert chosen_for(400_000, {}) == (1.0, 1e-3)  # 400M parameters: like Qwen2.5-0.5B
+    user = {"lora": {"layer_fraction": 0.25}, "training": {"learning_rate": 5e-4}}
+    assert chosen_for(400_000, user) == (0.25, 5e-4)  # what the user set wins
 
 
 def test_same_seed_same_adapter(tiny_loaded, tiny_settings, tmp_path):
