@@ -184,6 +184,8 @@ def absorb(
     import torch
 
     started = time.monotonic()
+    # The fingerprint of the settings as asked for: a later request with the same settings finds this adapter.
+    settings_fingerprint = settings.training_fingerprint()
     settings = settings_for_model(loaded, settings)
     training = settings.training
     device = str(loaded.device)
@@ -234,7 +236,7 @@ def absorb(
             "chars": len(document.text),
             "base_model": loaded.name,
             "base_fingerprint": loaded.fingerprint,
-            "settings_fingerprint": settings.training_fingerprint(),
+            "settings_fingerprint": settings_fingerprint,
             "settings": {"lora": settings.lora.model_dump(), "training": training.model_dump()},
             "backend": backend.name,
             "device": device,

@@ -54,6 +54,8 @@ def test_absorb_writes_a_plain_peft_adapter_and_leaves_the_base_model_as_it_was(
     assert names and all(".layers.1." in name for name in names)  # the upper half of the 2 layers only
     assert manifest["settings"]["training"]["learning_rate"] == 4e-3  # chosen for a small model
     assert manifest["settings"]["lora"]["layer_fraction"] == 0.5
+    # recorded as asked (layers and rate left to the model), so that asking again finds this adapter
+    assert manifest["settings_fingerprint"] == _settings(tiny_settings).training_fingerprint()
 
 
 def test_lora_goes_on_the_upper_layers():
