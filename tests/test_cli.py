@@ -80,14 +80,17 @@ def test_ctrl_c_during_absorption_leaves_nothing(tmp_path, tiny_model_dir):
     doc.write_text("# Long\n\n" + " ".join(f"Item {i} was made in {1800 + i} by Ada Brook." for i in range(300)))
     home = tmp_path / "home"
     env = {**os.environ, "LIFT_HOME": str(home), "PYTHONPATH": str(REPO), "LIFT_TRAINING__EPOCHS": "50"}
+    # A shell that runs the suite in the background starts it with SIGINT ignored, and children inherit that:
+    # give the child the default disposition, as a terminal would, so that Python turns SIGINT into Ctrl-C.
     process = subprocess.Popen([sys.executable, "-m", "lift_tool.cli", "--model", str(tiny_model_dir), "absorb", str(doc)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not list((home / "staging").glob("*")):
         time.sleep(0.2)  # the staging folder appears once training has started
     time.sleep(1.0)
     process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=180)  # generous: a loaded CI machine unwinds slowly
+    _, stderr = process.communicate(timeout=180)
     assert process.returncode in (2, 130), stderr
     assert "interrupted" in stderr and "Traceback" not in stderr
     assert not list((home / "adapters").glob("*")) if (home / "adapters").exists() else True
