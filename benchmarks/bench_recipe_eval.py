@@ -57,21 +57,21 @@ def main() -> None:
     description = machine()
     started = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     tag = model_tag(args.model)
+    defaults = load_settings(model=args.model).model_dump(include={"training", "lora"})
     rows = []
     for name in names:
         what, overrides = RECIPES[name]
-        defaults = load_settings(model=args.model)
-        settings = load_settings(model=args.model, **merged(defaults.model_dump(include={"training", "lora"}), overrides))
+        settings = load_settings(model=args.model, **merged(defaults, overrides))
         print(f"== {name}: {what}", file=sys.stderr, flush=True)
         t0 = time.monotonic()
         result = run_evaluation(settings, DATA, ["lift"], args.work / f"recipe-{tag}-{name}",
                                 limit_questions=args.limit_questions, select=args.doc,
                                 label=f"recipe {name} ({args.model})")
         lift = result.summary["lift"]
-        manifest = next(iter(result.documents.values()))
+        document = next(iter(result.documents.values()))  # what the run recorded about the one document
         rows.append({"recipe": name, "what": what, "overrides": overrides, "f1": lift["f1"], "em": lift["em"],
                      "answerable": lift["n_free"], "distinct": lift["distinct"], "abstention": lift["abstention"],
-                     "absorb_seconds": lift["absorb_s"], "steps": manifest.get("steps"),
+                     "absorb_seconds": lift["absorb_s"], "steps": document.get("steps"),
                      "minutes_this_run": round((time.monotonic() - t0) / 60, 1)})
 
     command = "python benchmarks/bench_recipe_eval.py " + " ".join(sys.argv[1:])

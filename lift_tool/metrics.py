@@ -89,8 +89,11 @@ def choose_option(prediction: str, options: dict[str, str]) -> str | None:
     # Options whose whole text the answer contains; one inside another ("John", "John and Mary") counts as the
     # longer one, and an answer naming two unrelated options chooses neither.
     normalised = f" {normalize_answer(text)} "
-    named = {label: normalize_answer(option) for label, option in options.items()
-             if normalize_answer(option) and f" {normalize_answer(option)} " in normalised}
+    named = {}
+    for label, option in options.items():
+        option_text = normalize_answer(option)
+        if option_text and f" {option_text} " in normalised:
+            named[label] = option_text
     if named:
         longest = max(named, key=lambda label: len(named[label]))
         if all(f" {other} " in f" {named[longest]} " for other in named.values()):
