@@ -57,7 +57,8 @@ IRREGULAR_SAME_PAST = {
     "shut", "struck", "fought", "sought", "laid", "bred", "fed", "fled", "lit", "shot", "dug", "hung", "spun",
 }
 AUXILIARIES = r"is|are|was|were|has|have|had|can|will|would|could|may|might|must"
-CAPITAL_WORD = r"[A-Z][\w'’\-]*"
+# A capital letter glued to what comes before or after it ("3D", "5°E", "D&B") is part of a token, not a name.
+CAPITAL_WORD = r"(?<![\w&°])[A-Z][\w'’\-]*(?![\w'’\-]|&\w)"
 NAME_PATTERN = re.compile(
     rf"{CAPITAL_WORD}(?:(?:\s+(?:of|de|du|da|van|von|del|la|le|der)(?:\s+the)?)?\s+{CAPITAL_WORD})*"
 )

@@ -33,6 +33,12 @@ def test_spans():
     assert not any(kind == "year" for _, kind in find_spans("Since the 1990s it grew.", set()))
 
 
+def test_letters_glued_to_other_characters_are_not_names():
+    sentence = "Wide Printers at Arup print 3D walls for D&B and AT&T at 5°E of Greenwich."
+    names = {s.text for s in find_spans(sentence, set()) if s.kind == "name"}
+    assert names == {"Wide Printers", "Arup", "Greenwich"}
+
+
 def test_rules_make_natural_questions():
     pairs = {(p.question, p.answer) for p in _pairs()}
     assert ("Who founded Brimley?", "Agatha Moorcroft") in pairs
