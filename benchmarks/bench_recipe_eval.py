@@ -43,13 +43,13 @@ RECIPES = {  # name: (what it changes, overrides of the default settings); the l
 }
 
 
-def f1_per_document(rows: list[dict]) -> dict[str, float]:
-    """Token F1 of the adapter on each document's answerable free-form questions."""
-    scores: dict[str, list[float]] = {}
-    for row in rows:
-        if not row["unanswerable"] and row["kind"] != "mc":
-            scores.setdefault(row["doc_id"], []).append(100 * row["f1"])
-    return {doc_id: round(sum(values) / len(values), 1) for doc_id, values in scores.items()}
+def f1_per_document(result) -> dict[str, float | None]:
+    """The adapter's F1 on each document alone, as ``lift eval`` summarises it."""
+    from lift_tool.evaluate import summarise
+
+    doc_ids = dict.fromkeys(row["doc_id"] for row in result.rows)
+    return {doc_id: summarise([row for row in result.rows if row["doc_id"] == doc_id], result.documents)["lift"]["f1"]
+            for doc_id in doc_ids}
 
 
 def main() -> None:
@@ -84,7 +84,7 @@ def main() -> None:
         lift = result.summary["lift"]
         rows.append({"recipe": name, "what": what, "overrides": overrides, "f1": lift["f1"], "em": lift["em"],
                      "answerable": lift["n_free"], "distinct": lift["distinct"], "abstention": lift["abstention"],
-                     "f1_per_document": f1_per_document(result.rows), "absorb_seconds": lift["absorb_s"],
+                     "f1_per_document": f1_per_document(result), "absorb_seconds": lift["absorb_s"],
                      "steps": sum(document.get("steps") or 0 for document in result.documents.values()),
                      "minutes_this_run": round((time.monotonic() - t0) / 60, 1)})
 

@@ -90,7 +90,7 @@ def test_ctrl_c_during_absorption_leaves_nothing(tmp_path, tiny_model_dir):
         time.sleep(0.2)  # the staging folder appears once training has started
     time.sleep(1.0)
     process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=180)
+    _, stderr = process.communicate(timeout=180)  # generous: a loaded CI machine unwinds slowly
     assert process.returncode in (2, 130), stderr
     assert "interrupted" in stderr and "Traceback" not in stderr
     assert not list((home / "adapters").glob("*")) if (home / "adapters").exists() else True
