@@ -12,7 +12,7 @@ The in-context method is truncated to the model's window as in the LIFT paper (L
 middle of the document); --context-window sets a smaller window. LooGLE answers are free-form: the paper judged
 them with GPT-4, here they are scored by token F1 and containment, so numbers are not comparable to the paper's.
 
-Every run keeps its own memory and rows under --work (default ~/.cache/lift-tool/bench/quality-MODEL-SET-RECIPE,
+Every run keeps its own memory and rows under --work (default ~/.cache/lift-tool/bench/quality-MODEL-SET-RECIPE-DTYPE,
 RECIPE: the settings' training fingerprint), so an interrupted benchmark resumes and a rerun reuses the adapters.
 Settings come from the defaults and LIFT_* environment variables (e.g. LIFT_TRAINING__LEARNING_RATE).
 
@@ -54,8 +54,10 @@ SQUAD_MINUTES_FLOOR = 30
 
 
 def work_dir(work: Path, model: str, name: str, settings) -> Path:
-    """One folder per model, set and training recipe: a change of the defaults starts a fresh run."""
-    return work / f"quality-{model_tag(model)}-{name}-{settings.training_fingerprint()[:8]}"
+    """One folder per model, set, training recipe and number format: a change of the defaults starts a fresh run."""
+    from lift_tool.evaluate import answer_dtype
+
+    return work / f"quality-{model_tag(model)}-{name}-{settings.training_fingerprint()[:8]}-{answer_dtype(settings)}"
 
 
 def run_settings(args):

@@ -386,14 +386,22 @@ def _check_methods(methods: list[str]) -> list[str]:
     return list(dict.fromkeys(methods))
 
 
+def answer_dtype(settings: "Settings") -> str:
+    """The number format the model answers in with these settings ("bfloat16", "float32", …)."""
+    from lift_tool.models import pick_device, pick_dtype
+
+    return str(pick_dtype(pick_device(settings.device), settings.dtype)).removeprefix("torch.")
+
+
 def _check_same_run(out_dir: Path, data_path: Path, settings: "Settings") -> None:
     """Refuse to mix the results of another data file or another model into an output folder."""
     data_digest = hashlib.sha256(Path(data_path).read_bytes()).hexdigest()
-    run = {"data": str(data_path), "data_sha256": data_digest, "model": settings.model,
+    run = {"data": str(data_path), "data_sha256": data_digest, "model": settings.model, "dtype": answer_dtype(settings),
            "context_window": settings.context_window, "max_new_tokens": settings.max_new_tokens,
            "training": settings.training_fingerprint()}
-    names = {"data_sha256": "data file", "model": "model", "context_window": "context window",
-             "max_new_tokens": "answer length", "training": "training recipe (settings fingerprint)"}
+    names = {"data_sha256": "data file", "model": "model", "dtype": "number format (dtype)",
+             "context_window": "context window", "max_new_tokens": "answer length",
+             "training": "training recipe (settings fingerprint)"}
     previous = _read_json(out_dir / "run.json", None)
     if previous is not None:
         for key, name in names.items():
@@ -548,7 +556,7 @@ def _fmt(value, digits: int = 1) -> str:
 def render_report(rows, documents, summary, settings, data_path, label=None) -> str:
     lines = [f"# Evaluation: {label or Path(data_path).name}", ""]
     lines.append(f"Data: `{data_path}`; {len(documents)} documents, {len({(r['doc_id'], r['index']) for r in rows})} "
-                 f"questions answered; model `{settings.model}`; context window "
+                 f"questions answered; model `{settings.model}` in {answer_dtype(settings)}; context window "
                  f"{settings.context_window or 'the model’s own'}; max new tokens {settings.max_new_tokens}.")
     lines.append("")
     if not summary:

@@ -65,7 +65,9 @@ def lift_home(tmp_path, monkeypatch) -> Path:
 def tiny_settings(tiny_model_dir, lift_home):
     from lift_tool.config import Settings
 
-    return Settings(model=str(tiny_model_dir), home=lift_home, device="cpu")
+    # float32: the tiny model's tests compare logits with PEFT's own to 1e-5; the real-model tests run the
+    # default number format (bf16 on CPUs with bf16 kernels).
+    return Settings(model=str(tiny_model_dir), home=lift_home, device="cpu", dtype="float32")
 
 
 @pytest.fixture

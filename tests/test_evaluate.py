@@ -233,6 +233,14 @@ def test_output_folder_of_another_data_file_is_refused(tmp_path, fake_lift, tiny
     assert len(json.loads((out / "results.json").read_text())) == 4  # kept
 
 
+def test_output_folder_of_another_number_format_is_refused(tmp_path, fake_lift, tiny_settings):
+    """Answers in bf16 and in float32 differ, so one run's rows must not be mixed with the other's."""
+    out, data = tmp_path / "out", write_jsonl(tmp_path / "a.jsonl", [LONGDOC])
+    run_evaluation(tiny_settings, data, ["base"], out, progress=False)
+    with pytest.raises(InputError, match="another number format"):
+        run_evaluation(tiny_settings.model_copy(update={"dtype": "bfloat16"}), data, ["base"], out, progress=False)
+
+
 # ---------------------------------------------------------------------------------------------- end to end
 
 

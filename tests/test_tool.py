@@ -298,7 +298,7 @@ def test_the_agent_loop_on_the_real_model(lift_home, tmp_path):
     model = ScriptedChatModel(script=[tool_call("lift_absorb", path=str(path)), ask_tool("lift_memory"),
                                       reply_with_tool_result])
     agent = create_agent(model=model, tools=LiftToolkit(lift=lift, measure_throughput=False).get_tools())
-    result = agent.invoke({"messages": [("user", "What colour is the Bellmoor lighthouse?")]})
+    result = agent.invoke({"messages": [("user", "What colour is the Bellmoor lighthouse painted?")]})
 
     final = result["messages"][-1].content
     assert "red" in final.lower().split("sources")[0]  # the fact, from the document in the prompt
