@@ -13,7 +13,8 @@ middle of the document); --context-window sets a smaller window. LooGLE answers 
 them with GPT-4, here they are scored by token F1 and containment, so numbers are not comparable to the paper's.
 
 Every run keeps its own memory and rows under --work (default ~/.cache/lift-tool/bench/quality-MODEL-SET-RECIPE-DTYPE,
-RECIPE: the settings' training fingerprint), so an interrupted benchmark resumes and a rerun reuses the adapters.
+RECIPE: the settings' training fingerprint, DTYPE: the number format the model answers in), so an interrupted
+benchmark resumes and a rerun reuses the adapters.
 Settings come from the defaults and LIFT_* environment variables (e.g. LIFT_TRAINING__LEARNING_RATE).
 
     python benchmarks/bench_quality.py [--model smollm2-135m] [--sets squad,loogle-short,loogle-long]

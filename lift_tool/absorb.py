@@ -129,9 +129,9 @@ def cpu_training_numerics(causal_lm, precision: str):
 
     With bf16 autocast the frozen base weights are cast to bf16 at every matrix product anyway; casting them
     once up front computes the same thing without the copies (a model loaded in bf16, the default on such CPUs,
-    needs no cast). Eager attention beats the CPU flash-attention
-    kernel at training lengths (a few hundred tokens). Together about 1.3x the tokens/s on a 2-core AVX-512
-    machine (measured with SmolLM2-135M). Master copies of the LoRA weights stay in fp32.
+    needs none). Eager attention beats the CPU flash-attention kernel at training lengths (a few hundred tokens).
+    Together about 1.3x the tokens/s on a 2-core AVX-512 machine (measured with SmolLM2-135M). Master copies of
+    the LoRA weights stay in fp32.
     """
     import torch
 

@@ -197,8 +197,8 @@ def pick_device(requested: str = "auto") -> str:
 
 def pick_dtype(device: str, requested: str = "auto") -> "torch.dtype":
     """CUDA: bf16 where supported (else fp16). CPU: bf16 where oneDNN has bf16 kernels for it (x86 with AVX-512
-    or AMX), else fp32. On a 2-core AVX-512 machine bf16 reads a 1,000-token prompt into Qwen2.5-0.5B 3.2x as
-    fast as fp32 and generates 2.7x as fast; set ``dtype`` (LIFT_DTYPE) to float32 to keep full precision."""
+    or AMX), else fp32. With AVX512_BF16 instructions bf16 reads prompts about 3x as fast
+    (benchmarks/results/dtype.md). Set ``dtype`` (LIFT_DTYPE) to float32 to keep full precision."""
     import torch
 
     if requested != "auto":
