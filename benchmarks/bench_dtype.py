@@ -102,7 +102,7 @@ def main() -> None:
             rows.append(measure(spec, dtype, article, questions))
 
     lines = ["# Answering in bf16 against float32 on the CPU", "",
-             f"Command: `python benchmarks/bench_dtype.py {' '.join(sys.argv[1:])}`".rstrip() + ", "
+             f"Command: `{' '.join(['python benchmarks/bench_dtype.py', *sys.argv[1:]])}`, "
              f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC.", "",
              f"Machine: {description}. {TIMING_NOTE}", "",
              f"Prompt: one forward pass over the first 1,000 tokens of {ARTICLE}; generation: 32 greedy tokens after "
@@ -120,6 +120,8 @@ def main() -> None:
                 + (f"{full['prompt_s'] / half['prompt_s']:.1f}x | {half['new_tokens_per_s'] / full['new_tokens_per_s']:.1f}x"
                    if faster else "1.0x | 1.0x")
                 + f" | {row['f1']:.1f} | " + (f"{same}/{len(questions)}" if faster else "-") + " |")
+    lines += ["", "Same answers: questions answered word for word the same in both formats. Speed-ups: float32 time "
+              "over bf16 time."]
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "dtype.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     (args.out / "dtype.json").write_text(json.dumps({"machine": description, "rows": rows}, indent=1) + "\n")
