@@ -4,7 +4,7 @@ On CPUs with bf16 kernels (x86 with AVX-512 or AMX) lift-tool loads the answerin
 (models.pick_dtype). This measures what that buys and what it costs, on each model given, in one process:
 
   prompt s      reading a 1,000-token prompt (one forward pass, no cache), median of 3
-  new tokens/s  greedy generation of 32 tokens after a 200-token prompt, median of 3
+  new tokens/s  32 over the time to read a 200-token prompt and generate 32 greedy tokens, median of 3
   agreement     on the first --questions answerable questions of a SQuAD dev article, with the article in the
                 prompt (the ``context`` method): how many answers are word for word the same in both formats,
                 and the token F1 of each format
@@ -106,7 +106,7 @@ def main() -> None:
              f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC.", "",
              f"Machine: {description}. {TIMING_NOTE}", "",
              f"Prompt: one forward pass over the first 1,000 tokens of {ARTICLE}; generation: 32 greedy tokens after "
-             f"its first 200; each the median of 3 after a warm-up. Answers: the first {len(questions)} answerable "
+             f"its first 200 (the time includes reading those 200); each the median of 3 after a warm-up. Answers: the first {len(questions)} answerable "
              "questions of that article, the article in the prompt, 32 new tokens at most, token F1 against the "
              "gold answers.", "",
              "| model | format | prompt s | new tokens/s | prompt speed-up | generation speed-up | F1 | same answers |",
