@@ -106,9 +106,9 @@ def main() -> None:
              f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC.", "",
              f"Machine: {description}. {TIMING_NOTE}", "",
              f"Prompt: one forward pass over the first 1,000 tokens of {ARTICLE}; generation: 32 greedy tokens after "
-             f"its first 200 (the time includes reading those 200); each the median of 3 after a warm-up. Answers: the first {len(questions)} answerable "
-             "questions of that article, the article in the prompt, 32 new tokens at most, token F1 against the "
-             "gold answers.", "",
+             "its first 200 (the time includes reading those 200); each the median of 3 after a warm-up. Answers: "
+             f"the first {len(questions)} answerable questions of that article, the article in the prompt, 32 new "
+             "tokens at most, token F1 against the gold answers.", "",
              "| model | format | prompt s | new tokens/s | prompt speed-up | generation speed-up | F1 | same answers |",
              "|---|---|---|---|---|---|---|---|"]
     for full, half in zip(rows[::2], rows[1::2]):

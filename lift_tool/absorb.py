@@ -28,7 +28,7 @@ from lift_tool import __version__
 from lift_tool.config import Settings
 from lift_tool.documents import Document
 from lift_tool.errors import AbsorptionInterrupted, BudgetError, ConfigError, InputError
-from lift_tool.models import LoadedModel
+from lift_tool.models import LoadedModel, cpu_has_bf16_kernels
 from lift_tool.questions import QAPair, RuleQuestionGenerator, unanswerable_questions
 from lift_tool.tasks import IGNORE, Example, TaskBuilder, batches
 
@@ -112,13 +112,11 @@ def make_backend(name: str):
 def training_precision(device: str, requested: str) -> str:
     """``bf16`` (autocast) on CPUs that support it, or where asked; ``fp32`` otherwise; ``native`` on CUDA, where
     the model is already loaded in bf16."""
-    import torch
-
     if device.startswith("cuda"):
         return "native"
     if requested == "fp32":
         return "fp32"
-    if requested == "bf16" or torch.ops.mkldnn._is_mkldnn_bf16_supported():
+    if requested == "bf16" or cpu_has_bf16_kernels():
         return "bf16"
     return "fp32"
 

@@ -195,6 +195,14 @@ def pick_device(requested: str = "auto") -> str:
     return requested
 
 
+def cpu_has_bf16_kernels() -> bool:
+    """Whether oneDNN has bf16 kernels for this CPU (x86 with AVX-512 or AMX): there the model answers in bf16
+    and absorption trains under bf16 autocast."""
+    import torch
+
+    return torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
 def pick_dtype(device: str, requested: str = "auto") -> "torch.dtype":
     """CUDA: bf16 where supported (else fp16). CPU: bf16 where oneDNN has bf16 kernels for it (x86 with AVX-512
     or AMX), else fp32. With AVX512_BF16 instructions bf16 reads prompts about 3x as fast
@@ -205,7 +213,7 @@ def pick_dtype(device: str, requested: str = "auto") -> "torch.dtype":
         return getattr(torch, requested)
     if device.startswith("cuda"):
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else torch.float32
+    return torch.bfloat16 if cpu_has_bf16_kernels() else torch.float32
 
 
 # ------------------------------------------------------------------------------------------------ resolution

@@ -7,7 +7,7 @@ import pytest
 
 from lift_tool.config import Settings, load_settings
 from lift_tool.errors import ConfigError, ModelError
-from lift_tool.models import FINGERPRINT_FILE, fingerprint_folder, load_model, pick_dtype, resolve_spec
+from lift_tool.models import FINGERPRINT_FILE, cpu_has_bf16_kernels, fingerprint_folder, load_model, pick_dtype, resolve_spec
 
 
 def test_load_local_folder_has_fingerprint_and_window(tiny_loaded, tiny_model_dir):
@@ -20,8 +20,7 @@ def test_load_local_folder_has_fingerprint_and_window(tiny_loaded, tiny_model_di
 def test_cpu_answers_in_bf16_only_where_the_cpu_has_bf16_kernels(tiny_model_dir, lift_home):
     import torch
 
-    fast_bf16 = torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    assert pick_dtype("cpu") == (torch.bfloat16 if fast_bf16 else torch.float32)
+    assert pick_dtype("cpu") == (torch.bfloat16 if cpu_has_bf16_kernels() else torch.float32)
     assert pick_dtype("cpu", "float32") == torch.float32  # asked for: always honoured
     loaded = load_model(settings=Settings(model=str(tiny_model_dir), home=lift_home, device="cpu"))
     assert loaded.model.dtype == pick_dtype("cpu")
