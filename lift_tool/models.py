@@ -341,6 +341,7 @@ _FINGERPRINT_CACHE: dict[tuple[str, int], str] = {}
 
 def load_model(spec: str | None = None, settings: Settings | None = None) -> LoadedModel:
     """Load a base model and its tokenizer on the chosen device and dtype."""
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     settings = settings or Settings()
@@ -362,6 +363,10 @@ def load_model(spec: str | None = None, settings: Settings | None = None) -> Loa
         ) from None
     model.to(device)
     model.eval()
+    if device == "cpu":
+        _use_packed_decode_attention(model)
+        if dtype == torch.bfloat16:
+            model.get_output_embeddings().register_forward_pre_hook(_lay_out_on_its_own)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
 
@@ -374,6 +379,57 @@ def load_model(spec: str | None = None, settings: Settings | None = None) -> Loa
     else:
         fingerprint = fingerprint_model(model)
     return wrap_model(model, tokenizer, name=name, fingerprint=fingerprint, path=source if isinstance(source, Path) else None)
+
+
+def _lay_out_on_its_own(output_layer, args: tuple) -> tuple | None:
+    """Copy a slice of a longer sequence before the output layer reads it (a forward pre-hook).
+
+    Generation gives the output layer only the prompt's last position, ``hidden[:, -1:]``, a view that keeps
+    the stride of the whole prompt. PyTorch's bf16 matrix product on the CPU takes a slow path for such a view:
+    35x slower for Qwen2.5-0.5B's 151,936-word output layer (0.41 s against 0.011 s), paid once per answer.
+    The copy, one row of numbers, has the usual layout.
+    """
+    import torch
+
+    hidden = args[0]
+    if hidden.dim() == 3 and hidden.stride(0) != hidden.shape[1] * hidden.shape[2]:
+        return (hidden.clone(memory_format=torch.contiguous_format),) + args[1:]
+    return None
+
+
+PACKED_DECODE_ATTENTION = "sdpa_packed_decode"
+
+
+def _use_packed_decode_attention(model) -> None:
+    """Give the model SDPA attention that reads one new word (a generation step) the fast way on the CPU.
+
+    With grouped-query attention (several query heads per key/value head, as in Qwen2.5 and SmolLM2),
+    transformers asks PyTorch's SDPA for ``enable_gqa``; on the CPU that kernel takes 0.49 ms for one query over
+    900 cached words, where the same sum with the query heads laid out as rows of their key/value head takes
+    0.04 ms. Over 24 layers that is most of the difference between a step beside a long prompt and a step
+    without one. Prompts (more than one new word) and masked batches keep transformers' own SDPA.
+    """
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    AttentionInterface.register(PACKED_DECODE_ATTENTION, _packed_decode_attention)
+    AttentionMaskInterface.register(PACKED_DECODE_ATTENTION, sdpa_mask)
+    model.set_attn_implementation(PACKED_DECODE_ATTENTION)
+
+
+def _packed_decode_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    """SDPA as transformers calls it (``query`` [batch, heads, words, dim]; returns [batch, words, heads, dim]),
+    with one new word's query heads packed per key/value head."""
+    import torch
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    batch, heads, words, dim = query.shape
+    shared = key.shape[1]
+    if words == 1 and attention_mask is None and heads > shared and not module.training:
+        packed = query.reshape(batch, shared, heads // shared, dim)  # query heads i*g … i*g+g-1 read key head i
+        output = torch.nn.functional.scaled_dot_product_attention(packed, key, value, scale=scaling)
+        return output.reshape(batch, heads, 1, dim).transpose(1, 2).contiguous(), None
+    return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
 
 
 def wrap_model(model, tokenizer, name: str, fingerprint: str | None = None, path: Path | None = None) -> LoadedModel:

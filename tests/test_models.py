@@ -7,7 +7,17 @@ import pytest
 
 from lift_tool.config import Settings, load_settings
 from lift_tool.errors import ConfigError, ModelError
-from lift_tool.models import FINGERPRINT_FILE, cpu_has_bf16_kernels, fingerprint_folder, load_model, pick_dtype, resolve_spec
+from lift_tool.models import (
+    FINGERPRINT_FILE,
+    PACKED_DECODE_ATTENTION,
+    _lay_out_on_its_own,
+    _packed_decode_attention,
+    cpu_has_bf16_kernels,
+    fingerprint_folder,
+    load_model,
+    pick_dtype,
+    resolve_spec,
+)
 
 
 def test_load_local_folder_has_fingerprint_and_window(tiny_loaded, tiny_model_dir):
@@ -24,6 +34,49 @@ def test_cpu_answers_in_bf16_only_where_the_cpu_has_bf16_kernels(tiny_model_dir,
     assert pick_dtype("cpu", "float32") == torch.float32  # asked for: always honoured
     loaded = load_model(settings=Settings(model=str(tiny_model_dir), home=lift_home, device="cpu"))
     assert loaded.model.dtype == pick_dtype("cpu")
+
+
+def test_one_new_word_attends_as_transformers_sdpa_does(tiny_loaded):
+    """The packed decoding attention (query heads as rows of their key/value head) is the same sum as
+    transformers' SDPA with grouped-query attention; a loaded CPU model uses it."""
+    import torch
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    layer = tiny_loaded.model.model.layers[0].self_attn
+    assert tiny_loaded.model.config._attn_implementation == PACKED_DECODE_ATTENTION
+    torch.manual_seed(0)
+    query = torch.randn(2, 4, 1, 16)  # batch 2, 4 query heads, one new word
+    key, value = torch.randn(2, 2, 30, 16), torch.randn(2, 2, 30, 16)  # 2 key/value heads, 30 cached words
+    packed, _ = _packed_decode_attention(layer, query, key, value, None, scaling=0.25)
+    plain, _ = sdpa_attention_forward(layer, query, key, value, None, scaling=0.25)
+    assert packed.shape == plain.shape == (2, 1, 4, 16)
+    torch.testing.assert_close(packed, plain, rtol=1e-5, atol=1e-6)
+
+    prompt = torch.tensor([[1, 5, 9, 200, 31, 7]])
+
+    def greedy():
+        out = tiny_loaded.model.generate(prompt, max_new_tokens=6, do_sample=False, output_scores=True,
+                                         return_dict_in_generate=True, pad_token_id=0)
+        return out.sequences, torch.stack(out.scores)
+
+    packed_words, packed_scores = greedy()
+    tiny_loaded.model.set_attn_implementation("sdpa")
+    plain_words, plain_scores = greedy()
+    assert torch.equal(packed_words, plain_words)
+    torch.testing.assert_close(packed_scores, plain_scores, rtol=1e-5, atol=1e-5)
+
+
+def test_output_layer_reads_a_slice_as_its_own_copy():
+    """The bf16 output layer's pre-hook copies a slice of a longer sequence (the last position of a prompt)
+    into the usual layout, numbers unchanged, and leaves whole sequences alone."""
+    import torch
+
+    hidden = torch.randn(1, 80, 32, dtype=torch.bfloat16)
+    last = hidden[:, -1:]
+    (copied,) = _lay_out_on_its_own(None, (last,))
+    assert last.stride() == (80 * 32, 32, 1) and copied.stride() == (32, 32, 1)
+    assert torch.equal(copied, last)
+    assert _lay_out_on_its_own(None, (hidden,)) is None
 
 
 def test_fingerprint_changes_with_weights(tiny_model_dir, tmp_path):
