@@ -386,7 +386,7 @@ def _lay_out_on_its_own(output_layer, args: tuple) -> tuple | None:
 
     Generation gives the output layer only the prompt's last position, ``hidden[:, -1:]``, a view that keeps
     the stride of the whole prompt. PyTorch's bf16 matrix product on the CPU takes a slow path for such a view:
-    35x slower for Qwen2.5-0.5B's 151,936-word output layer (0.41 s against 0.011 s), paid once per answer.
+    35x slower for Qwen2.5-0.5B's 151,936-token output layer (0.41 s against 0.011 s), paid once per answer.
     The copy, one row of numbers, has the usual layout.
     """
     import torch
@@ -401,13 +401,13 @@ PACKED_DECODE_ATTENTION = "sdpa_packed_decode"
 
 
 def _use_packed_decode_attention(model) -> None:
-    """Give the model SDPA attention that reads one new word (a generation step) the fast way on the CPU.
+    """Give the model SDPA attention that reads one new token (a generation step) the fast way on the CPU.
 
     With grouped-query attention (several query heads per key/value head, as in Qwen2.5 and SmolLM2),
     transformers asks PyTorch's SDPA for ``enable_gqa``; on the CPU that kernel takes 0.49 ms for one query over
-    900 cached words, where the same sum with the query heads laid out as rows of their key/value head takes
+    900 cached tokens, where the same sum with the query heads laid out as rows of their key/value head takes
     0.04 ms. Over 24 layers that is most of the difference between a step beside a long prompt and a step
-    without one. Prompts (more than one new word) and masked batches keep transformers' own SDPA.
+    without one. Prompts (more than one new token) and masked batches keep transformers' own SDPA.
     """
     from transformers import AttentionInterface
     from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
@@ -418,14 +418,14 @@ def _use_packed_decode_attention(model) -> None:
 
 
 def _packed_decode_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
-    """SDPA as transformers calls it (``query`` [batch, heads, words, dim]; returns [batch, words, heads, dim]),
-    with one new word's query heads packed per key/value head."""
+    """SDPA as transformers calls it (``query`` [batch, heads, tokens, dim]; returns [batch, tokens, heads, dim]),
+    with one new token's query heads packed per key/value head."""
     import torch
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    batch, heads, words, dim = query.shape
+    batch, heads, tokens, dim = query.shape
     shared = key.shape[1]
-    if words == 1 and attention_mask is None and heads > shared and not module.training:
+    if tokens == 1 and attention_mask is None and heads > shared and not module.training:
         packed = query.reshape(batch, shared, heads // shared, dim)  # query heads i*g … i*g+g-1 read key head i
         output = torch.nn.functional.scaled_dot_product_attention(packed, key, value, scale=scaling)
         return output.reshape(batch, heads, 1, dim).transpose(1, 2).contiguous(), None

@@ -36,7 +36,7 @@ def test_cpu_answers_in_bf16_only_where_the_cpu_has_bf16_kernels(tiny_model_dir,
     assert loaded.model.dtype == pick_dtype("cpu")
 
 
-def test_one_new_word_attends_as_transformers_sdpa_does(tiny_loaded):
+def test_one_new_token_attends_as_transformers_sdpa_does(tiny_loaded):
     """The packed decoding attention (query heads as rows of their key/value head) is the same sum as
     transformers' SDPA with grouped-query attention; a loaded CPU model uses it."""
     import torch
@@ -45,8 +45,8 @@ def test_one_new_word_attends_as_transformers_sdpa_does(tiny_loaded):
     layer = tiny_loaded.model.model.layers[0].self_attn
     assert tiny_loaded.model.config._attn_implementation == PACKED_DECODE_ATTENTION
     torch.manual_seed(0)
-    query = torch.randn(2, 4, 1, 16)  # batch 2, 4 query heads, one new word
-    key, value = torch.randn(2, 2, 30, 16), torch.randn(2, 2, 30, 16)  # 2 key/value heads, 30 cached words
+    query = torch.randn(2, 4, 1, 16)  # batch 2, 4 query heads, one new token
+    key, value = torch.randn(2, 2, 30, 16), torch.randn(2, 2, 30, 16)  # 2 key/value heads, 30 cached tokens
     packed, _ = _packed_decode_attention(layer, query, key, value, None, scaling=0.25)
     plain, _ = sdpa_attention_forward(layer, query, key, value, None, scaling=0.25)
     assert packed.shape == plain.shape == (2, 1, 4, 16)
@@ -59,10 +59,10 @@ def test_one_new_word_attends_as_transformers_sdpa_does(tiny_loaded):
                                          return_dict_in_generate=True, pad_token_id=0)
         return out.sequences, torch.stack(out.scores)
 
-    packed_words, packed_scores = greedy()
+    packed_tokens, packed_scores = greedy()
     tiny_loaded.model.set_attn_implementation("sdpa")
-    plain_words, plain_scores = greedy()
-    assert torch.equal(packed_words, plain_words)
+    plain_tokens, plain_scores = greedy()
+    assert torch.equal(packed_tokens, plain_tokens)
     torch.testing.assert_close(packed_scores, plain_scores, rtol=1e-5, atol=1e-5)
 
 
