@@ -29,7 +29,7 @@ class PrefixCache:
         if key != self._key:
             with torch.inference_mode():
                 prefix = torch.tensor([prefix_ids], device=model.device)
-                # The decoder alone: the prefix's next-word scores are never used, and for a 3k-token prefix
+                # The decoder alone: the prefix's next-token scores are never used, and for a 3k-token prefix
                 # the output layer alone would cost seconds and a gigabyte of scores.
                 self._cache = model.get_decoder()(input_ids=prefix, use_cache=True).past_key_values
             self._key = key
