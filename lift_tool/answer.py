@@ -4,6 +4,7 @@ context in the prompt. Greedy by default; text can be streamed as it is produced
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from typing import Callable
 
 from lift_tool.prompts import QUESTION_MARKER, messages, render
@@ -39,6 +40,14 @@ class PrefixCache:
         self._key, self._cache = None, None
 
 
+@dataclass
+class Reply:
+    text: str
+    # The lowest probability the model gave to a token of the text as it chose it (1.0 for an empty text): how sure
+    # it was of its least sure word. lift+rag sets aside an adapter's answer that is not sure enough.
+    least_token_probability: float = 1.0
+
+
 def generate(
     model,
     tokenizer,
@@ -48,7 +57,20 @@ def generate(
     prefix_cache: PrefixCache | None = None,
     state: str = "base",
 ) -> str:
-    """Greedy decoding of the assistant's reply to ``conversation``.
+    """Greedy decoding of the assistant's reply to ``conversation``: its text (see :func:`generate_reply`)."""
+    return generate_reply(model, tokenizer, conversation, max_new_tokens, on_text, prefix_cache, state).text
+
+
+def generate_reply(
+    model,
+    tokenizer,
+    conversation: list[dict[str, str]],
+    max_new_tokens: int = 64,
+    on_text: Callable[[str], None] | None = None,
+    prefix_cache: PrefixCache | None = None,
+    state: str = "base",
+) -> Reply:
+    """Greedy decoding of the assistant's reply to ``conversation``, with how sure the model was of it.
 
     With a ``prefix_cache``, a prompt with context is split before its question: the part before is read once
     and reused for later questions about the same context with the same model ``state``.
@@ -65,6 +87,7 @@ def generate(
         if inputs["input_ids"][0, : len(prefix_ids)].tolist() == prefix_ids and len(prefix_ids) < inputs["input_ids"].shape[1]:
             past = prefix_cache.lookup(model, state, prefix_ids)
     streamer = _CallbackStreamer(tokenizer, on_text) if on_text else None
+    stop_ids = _stop_ids(tokenizer)
     with torch.inference_mode():
         output = model.generate(
             **inputs,
@@ -75,11 +98,17 @@ def generate(
             top_p=None,
             top_k=None,
             pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=_stop_ids(tokenizer),
+            eos_token_id=stop_ids,
             streamer=streamer,
+            output_logits=True,
+            return_dict_in_generate=True,
         )
-    new_tokens = output[0, inputs["input_ids"].shape[1] :]
-    return tokenizer.decode(new_tokens, skip_special_tokens=True).strip()
+        new_tokens = output.sequences[0, inputs["input_ids"].shape[1] :]
+        # The unprocessed scores of each step: the model's own probabilities, before any repetition penalty.
+        chosen = [torch.softmax(logits[0].float(), dim=-1)[token].item()
+                  for logits, token in zip(output.logits, new_tokens.tolist()) if token not in stop_ids]
+    text = tokenizer.decode(new_tokens, skip_special_tokens=True).strip()
+    return Reply(text, min(chosen, default=1.0))
 
 
 def answer(model, tokenizer, question: str, titles: list[str], context: str | None = None, max_new_tokens: int = 64,

@@ -90,6 +90,10 @@ class RetrievalSettings(BaseModel):
     # A question is about a stored document when its best chunk scores at least this (cosine similarity);
     # measured in benchmarks/results/doc_choice.md.
     document_threshold: float = Field(0.35, ge=-1, le=1)
+    # lift+rag keeps the adapter's answer when the model gave each of its tokens at least this probability, and
+    # otherwise answers from the passages without the adapter (as rag does); 0 keeps every adapter answer.
+    # Measured in benchmarks/results/adapter_trust.md.
+    adapter_min_probability: float = Field(0.5, ge=0, le=1)
 
 
 class Settings(BaseSettings):

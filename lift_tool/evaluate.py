@@ -398,10 +398,12 @@ def _check_same_run(out_dir: Path, data_path: Path, settings: "Settings") -> Non
     data_digest = hashlib.sha256(Path(data_path).read_bytes()).hexdigest()
     run = {"data": str(data_path), "data_sha256": data_digest, "model": settings.model, "dtype": answer_dtype(settings),
            "context_window": settings.context_window, "max_new_tokens": settings.max_new_tokens,
-           "training": settings.training_fingerprint()}
+           "training": settings.training_fingerprint(),
+           "adapter_min_probability": settings.retrieval.adapter_min_probability}
     names = {"data_sha256": "data file", "model": "model", "dtype": "number format (dtype)",
              "context_window": "context window", "max_new_tokens": "answer length",
-             "training": "training recipe (settings fingerprint)"}
+             "training": "training recipe (settings fingerprint)",
+             "adapter_min_probability": "lift+rag adapter trust (retrieval.adapter_min_probability)"}
     previous = _read_json(out_dir / "run.json", None)
     if previous is not None:
         for key, name in names.items():
@@ -524,6 +526,8 @@ def summarise(rows: list[dict], documents: dict[str, dict]) -> dict[str, dict]:
             "added_rss_mib": max(r.get("added_rss_mib", 0) for r in mine),
             "peak_cuda_mib": max((r["peak_cuda_mib"] for r in mine if "peak_cuda_mib" in r), default=None),
         }
+        if method == "lift+rag":  # how often the adapter's answer was kept, not set aside for the passages alone
+            summary[method]["adapter_kept"] = _mean(100 * (r.get("mode_used", method) == method) for r in mine)
     return summary
 
 
@@ -588,6 +592,11 @@ def render_report(rows, documents, summary, settings, data_path, label=None) -> 
         "it started from (prompt activations, KV cache, adapter switching).",
         "",
     ]
+    if summary.get("lift+rag", {}).get("adapter_kept") is not None:
+        lines += [f"lift+rag kept the adapter's answer on {summary['lift+rag']['adapter_kept']:.0f}% of its questions; "
+                  "on the others the model was less sure of it than "
+                  f"{settings.retrieval.adapter_min_probability:g} (its least sure token) and answered from the passages "
+                  "without the adapter, as rag does.", ""]
     types = sorted({r["qtype"] for r in rows})
     if len(types) > 1:
         methods = list(summary)

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Literal
 
-from lift_tool.answer import PrefixCache
+from lift_tool.answer import PrefixCache, Reply
 from lift_tool.config import Settings, load_settings
 from lift_tool.documents import DOCUMENT_SUFFIXES, Document, make_document, read_document
 from lift_tool.errors import AbsorptionInterrupted, ConfigError, InputError, LiftError, UnknownDocumentError
@@ -61,6 +61,7 @@ class Answer:
     documents: list[tuple[str, str]] = field(default_factory=list)  # (doc_id, title)
     chunks: list["RetrievedChunk"] = field(default_factory=list)  # the retrieved context, for citations
     seconds: float = 0.0
+    least_token_probability: float = 1.0  # how sure the model was of the least sure token of ``text``
 
 
 def _names_a_file(text: str) -> bool:
@@ -339,9 +340,12 @@ class Lift:
         Modes: ``base`` (no memory), ``lift`` (adapter, no document in the prompt), ``rag`` (retrieved chunks),
         ``lift+rag`` (both), ``context`` (the document itself, cut to the model's window), ``auto`` (``lift+rag``
         where the documents have adapters, else ``context`` if they fit the window, else ``rag``).
+        ``lift+rag`` answers from the chunks without the adapter (``mode`` "rag" in the answer) when the adapter is
+        unsure of its answer (``settings.retrieval.adapter_min_probability``).
         ``context``: your own text for the prompt, with ``base`` or ``lift`` (e.g. the adapter plus a passage).
         """
-        from lift_tool.answer import answer, context_budget, fit_context
+        from lift_tool.answer import context_budget, fit_context, generate_reply
+        from lift_tool.prompts import messages
 
         if mode not in MODES:
             raise ConfigError(f"unknown mode {mode!r}: use one of {', '.join(MODES)}")
@@ -378,22 +382,14 @@ class Lift:
                 joined = texts[0] if len(texts) == 1 else "\n\n".join(f"# {t}\n{x}" for t, x in zip(titles, texts))
                 context = fit_context(loaded.tokenizer, joined, budget)
 
-            adapters = []
-            if mode in ADAPTER_MODES:
-                adapters = [self.registry.adapter_for(entry.doc_id, loaded.fingerprint, loaded.name) for entry in entries]
-            state = "+".join(adapter.key for adapter in adapters) or "base"
-
-            def generate(model, for_titles: list[str] = titles, stream=on_text) -> str:
+            def generate(model, for_titles: list[str], stream, state: str) -> Reply:
                 cache = self._prefix_cache if for_titles == titles else None  # not for one document of several
-                return answer(model, loaded.tokenizer, question, for_titles, context, max_new_tokens, stream,
-                              prefix_cache=cache, state=state)
+                return generate_reply(model, loaded.tokenizer, messages(question, for_titles, context), max_new_tokens,
+                                      stream, prefix_cache=cache, state=state)
 
-            if adapters:
-                text = self._answer_with_adapters(adapters, titles, generate, on_text)
-            else:
-                with self.pool.base() as model:
-                    text = generate(model)
-        return Answer(text, mode, [(e.doc_id, e.title) for e in entries], chunks, time.monotonic() - started)
+            reply, mode = self._reply(mode, entries, titles, generate, on_text)
+        return Answer(reply.text, mode, [(e.doc_id, e.title) for e in entries], chunks, time.monotonic() - started,
+                      reply.least_token_probability)
 
     def chat(
         self,
@@ -410,7 +406,7 @@ class Lift:
         question (a conversation may be about anything); a system message in the conversation replaces the one
         that names the documents; the oldest turns are left out when the conversation would overflow the window.
         """
-        from lift_tool.answer import fit_context, generate
+        from lift_tool.answer import fit_context, generate_reply
         from lift_tool.prompts import render, system_prompt, user_prompt
 
         if mode not in MODES:
@@ -457,19 +453,15 @@ class Lift:
                 passages = fit_context(tokenizer, joined, budget)
             turns[-1] = {"role": "user", "content": user_prompt(question, passages)}
 
-            def generate_reply(model, for_titles: list[str] = titles, stream=on_text) -> str:
+            def generate(model, for_titles: list[str], stream, state: str) -> Reply:
                 prompt = turns
                 if for_titles != titles and not own_system:  # one document of several: name that one only
                     prompt = [{"role": "system", "content": system_prompt(for_titles)}] + turns[1:]
-                return generate(model, tokenizer, prompt, max_new_tokens, stream)
+                return generate_reply(model, tokenizer, prompt, max_new_tokens, stream)
 
-            if mode in ADAPTER_MODES:
-                adapters = [self.registry.adapter_for(entry.doc_id, loaded.fingerprint, loaded.name) for entry in entries]
-                text = self._answer_with_adapters(adapters, titles, generate_reply, on_text)
-            else:
-                with self.pool.base() as model:
-                    text = generate_reply(model)
-        return Answer(text, mode, [(e.doc_id, e.title) for e in entries], chunks, time.monotonic() - started)
+            reply, mode = self._reply(mode, entries, titles, generate, on_text)
+        return Answer(reply.text, mode, [(e.doc_id, e.title) for e in entries], chunks, time.monotonic() - started,
+                      reply.least_token_probability)
 
     def _auto_mode(self, entries: list["DocumentEntry"]) -> str:
         fingerprint = self.loaded.fingerprint
@@ -480,32 +472,56 @@ class Lift:
             return "context"
         return "rag"
 
-    def _answer_with_adapters(self, adapters, titles, generate, on_text) -> str:
-        """Answer with the documents' adapters. ``generate(model, titles, on_text)`` writes a reply about the
-        documents named in ``titles`` (the same prompt and conversation, whichever documents it names)."""
+    def _reply(self, mode: str, entries, titles: list[str], generate, on_text) -> tuple[Reply, str]:
+        """Answer in ``mode`` (resolved, not auto); the reply and the mode that gave it.
+
+        ``generate(model, titles, on_text, state)`` writes a reply about the documents named in ``titles`` (the same
+        prompt whichever documents it names); ``state`` names the adapters active on ``model``, for the prefix cache.
+        """
+        if mode not in ADAPTER_MODES:
+            with self.pool.base() as model:
+                return generate(model, titles, on_text, "base"), mode
+        loaded = self.loaded
+        adapters = [self.registry.adapter_for(entry.doc_id, loaded.fingerprint, loaded.name) for entry in entries]
+        if mode == "lift":
+            return self._answer_with_adapters(adapters, titles, generate, on_text), mode
+        # lift+rag: the adapter's answer is kept only if the model was sure of it; an adapter that has not learnt
+        # the answer (a document absorbed under a short budget, say) is set aside, and the passages in the prompt
+        # are read without it, as rag does (benchmarks/results/adapter_trust.md). So nothing streams until then.
+        reply = self._answer_with_adapters(adapters, titles, generate, None)
+        if reply.least_token_probability < self.settings.retrieval.adapter_min_probability:
+            with self.pool.base() as model:
+                reply, mode = generate(model, titles, None, "base"), "rag"
+        if on_text:
+            on_text(reply.text)
+        return reply, mode
+
+    def _answer_with_adapters(self, adapters, titles, generate, on_text) -> Reply:
+        """Answer with the documents' adapters (``generate`` as in :meth:`_reply`)."""
+        state = "+".join(adapter.key for adapter in adapters)
         if len(adapters) == 1:
             with self.pool.activate(adapters[0]) as model:
-                return generate(model)
+                return generate(model, titles, on_text, state)
         if self.settings.multi_document == "combine":
             with self.pool.combine(adapters, how="cat") as model:
-                return generate(model)
+                return generate(model, titles, on_text, state)
         # per-document: each adapter answers about its own document; documents that say they do not know are
         # left out (benchmarks/results/multi_document.md: this beats combining the adapters).
-        parts = []
+        replies = []
         for adapter, title in zip(adapters, titles):
             with self.pool.activate(adapter) as model:
-                reply = generate(model, [title], None)
-            if not is_abstention(reply):
-                parts.append((title, reply))
+                replies.append((title, generate(model, [title], None, adapter.key)))
+        parts = [(title, reply) for title, reply in replies if not is_abstention(reply.text)]
         if not parts:
             text = NOT_IN_DOCUMENT
         elif len(parts) == 1:
-            text = parts[0][1]
+            text = parts[0][1].text
         else:
-            text = "\n".join(f"{title}: {reply}" for title, reply in parts)
+            text = "\n".join(f"{title}: {reply.text}" for title, reply in parts)
         if on_text:
             on_text(text)
-        return text
+        # As sure as the least sure of the replies it is made of.
+        return Reply(text, min(reply.least_token_probability for _, reply in (parts or replies)))
 
 
 # ------------------------------------------------------------------------------------ background jobs

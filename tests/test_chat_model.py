@@ -74,13 +74,13 @@ def test_a_conversation_longer_than_the_window_loses_its_oldest_turns(lift, monk
     from lift_tool.prompts import render
 
     prompts = []
-    real_generate = lift_tool.answer.generate
+    real_generate = lift_tool.answer.generate_reply
 
     def generate_and_record(model, tokenizer, conversation, *args, **kwargs):  # the real generation, observed
         prompts.append(conversation)
         return real_generate(model, tokenizer, conversation, *args, **kwargs)
 
-    monkeypatch.setattr(lift_tool.answer, "generate", generate_and_record)
+    monkeypatch.setattr(lift_tool.answer, "generate_reply", generate_and_record)
     lift.settings = lift.settings.model_copy(update={"context_window": 160})
     history = [SystemMessage("You are terse.")]
     for turn in range(12):

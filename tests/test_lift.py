@@ -31,12 +31,33 @@ def test_absorb_then_cache_hit_then_forget(lift):
 
 
 def test_every_mode_answers_and_reports_itself(lift):
+    lift.settings.retrieval.adapter_min_probability = 0.0  # keep the (random) adapter's answers, however unsure
     doc = lift.absorb(TEXT, progress=False).document
     for mode in ("base", "lift", "rag", "lift+rag", "context"):
         answer = lift.ask("Who founded Brimley?", [doc.doc_id[:8]], mode=mode)
         assert answer.mode == mode and answer.documents == [(doc.doc_id, "Brimley")]
         assert bool(answer.chunks) == (mode in {"rag", "lift+rag"})
     assert lift.ask("Who founded Brimley?", [doc.doc_id]).mode == "lift+rag"  # auto, with an adapter
+
+
+def test_lift_rag_sets_aside_an_adapter_answer_the_model_is_unsure_of(lift):
+    doc = lift.absorb(TEXT, progress=False).document
+    question = "Who founded Brimley?"
+
+    lift.settings.retrieval.adapter_min_probability = 0.0
+    kept = lift.ask(question, [doc.doc_id], mode="lift+rag")
+    assert kept.mode == "lift+rag" and 0 < kept.least_token_probability < 1
+    # The adapter's answer with the retrieved passages in the prompt:
+    passages = "\n\n".join(chunk.text for chunk in kept.chunks)
+    assert kept.text == lift.ask(question, [doc.doc_id], mode="lift", context=passages).text
+
+    lift.settings.retrieval.adapter_min_probability = min(1.0, kept.least_token_probability * 1.01)
+    streamed = []
+    set_aside = lift.ask(question, [doc.doc_id], mode="lift+rag", on_text=streamed.append)
+    rag = lift.ask(question, [doc.doc_id], mode="rag")
+    assert set_aside.mode == "rag" and set_aside.chunks == rag.chunks
+    assert (set_aside.text, set_aside.least_token_probability) == (rag.text, rag.least_token_probability)
+    assert streamed == [set_aside.text]  # only the answer given, not the one set aside
 
 
 def test_document_is_chosen_by_the_question(lift):

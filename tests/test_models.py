@@ -149,3 +149,21 @@ def test_two_processes_converting_at_once_leave_one_complete_folder(tmp_path):
     assert json.loads((target / FINGERPRINT_FILE).read_text())["fingerprint"].startswith("llama-")
     leftovers = [p.name for p in target.parent.iterdir() if p.name not in {"smollm2", "smollm2.lock"}]
     assert leftovers == []
+
+
+def test_reply_reports_how_sure_the_model_was_of_its_least_sure_token(tiny_loaded):
+    import torch
+
+    from lift_tool.answer import generate_reply
+    from lift_tool.prompts import messages, render
+
+    model, tokenizer = tiny_loaded.model, tiny_loaded.tokenizer
+    conversation = messages("Who founded Brimley?", ["Brimley"])
+    prompt = tokenizer(render(tokenizer, conversation, True), return_tensors="pt", add_special_tokens=False)
+    with torch.inference_mode():
+        next_token = torch.softmax(model(**prompt).logits[0, -1].float(), dim=-1)
+    one = generate_reply(model, tokenizer, conversation, max_new_tokens=1)
+    # Greedy: the one token chosen is the likeliest, so its probability is the largest of the next-token ones.
+    assert one.least_token_probability == pytest.approx(next_token.max().item(), rel=1e-4)
+    longer = generate_reply(model, tokenizer, conversation, max_new_tokens=6)
+    assert longer.text.startswith(one.text) and longer.least_token_probability <= one.least_token_probability
