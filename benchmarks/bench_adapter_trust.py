@@ -1,0 +1,168 @@
+"""How sure must the adapter be of its answer for lift+rag to keep it? A sweep of
+``settings.retrieval.adapter_min_probability`` over the quality benchmark's own runs.
+
+lift+rag answers with the adapter and the retrieved passages. When the model gave some token of that answer less
+than the setting's probability, lift+rag sets the answer aside and reads the passages without the adapter, as rag
+does. This script takes the adapters and rag answers of the runs that ``bench_quality.py`` left in its work folders
+(run it first), asks every question once more with lift+rag keeping every adapter answer (setting 0), and scores
+each threshold: the adapter's answer where it was sure enough, the rag answer elsewhere.
+
+    python benchmarks/bench_adapter_trust.py [--runs qwen2.5-coder-0.5b:squad,smollm2-135m:loogle-short,...]
+
+Writes benchmarks/results/adapter_trust.md and adapter_trust.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from bench_absorb import TIMING_NOTE, machine  # noqa: E402
+from bench_quality import SETS  # noqa: E402
+
+RUNS = [f"{model}:{name}" for model in ("qwen2.5-coder-0.5b", "smollm2-135m")
+        for name in ("squad", "loogle-short", "loogle-long")]
+THRESHOLDS = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
+
+
+def find_work_folder(work: Path, model: str, name: str) -> Path:
+    """The bench_quality work folder of this model and set for the current recipe and number format."""
+    from bench_absorb import model_tag
+    from lift_tool.config import load_settings
+    from lift_tool.evaluate import answer_dtype
+
+    settings = load_settings(model=model)
+    folder = work / f"quality-{model_tag(model)}-{name}-{settings.training_fingerprint()[:8]}-{answer_dtype(settings)}"
+    if not (folder / "results.json").is_file():
+        sys.exit(f"no finished run in {folder}: run `python benchmarks/bench_quality.py --model {model} --sets {name}` first")
+    return folder
+
+
+def adapter_answers(folder: Path, name: str) -> list[dict]:
+    """Every question of the run asked again with lift+rag keeping every adapter answer; one row per question
+    with the adapter's answer, its score and least token probability, and the run's rag row."""
+    from lift_tool.config import load_settings
+    from lift_tool.evaluate import load_dataset, score_answer
+    from lift_tool.lift import Lift
+
+    run = json.loads((folder / "run.json").read_text())
+    given = {"model": run["model"], "context_window": run["context_window"], "max_new_tokens": run["max_new_tokens"]}
+    settings = load_settings(**{key: value for key, value in given.items() if value is not None})
+    retrieval = settings.retrieval.model_copy(update={"adapter_min_probability": 0.0})
+    lift = Lift(settings.model_copy(update={"home": folder / "memory", "retrieval": retrieval}))
+    documents = json.loads((folder / "documents.json").read_text())
+    questions = {(d.doc_id, q.index): q for d in load_dataset(SETS[name][0]) for q in d.questions}
+    rag_rows = [row for row in json.loads((folder / "results.json").read_text()) if row["method"] == "rag"]
+    out = []
+    for number, rag in enumerate(rag_rows, 1):
+        question = questions[(rag["doc_id"], rag["index"])]
+        answer = lift.ask(question.prompt, [documents[rag["doc_id"]]["lift_doc_id"]], mode="lift+rag")
+        adapter = {**rag, "method": "adapter", "prediction": answer.text, **score_answer(question, answer.text),
+                   "latency_s": round(answer.seconds, 3)}
+        out.append({"adapter": adapter, "rag": rag, "least_token_probability": answer.least_token_probability})
+        print(f"  [{number}/{len(rag_rows)}] p={answer.least_token_probability:.2f} {answer.text[:60]!r}", flush=True)
+    return out
+
+
+def sweep(answers: list[dict], documents: dict) -> list[dict]:
+    """Per threshold: F1 of lift+rag, how often it kept the adapter's answer, and its mean seconds per question
+    (the adapter's answer, plus the rag answer where it was set aside)."""
+    from lift_tool.evaluate import summarise
+
+    lines = []
+    for threshold in THRESHOLDS:
+        rows, seconds, kept = [], [], 0
+        for item in answers:
+            keep = item["least_token_probability"] >= threshold
+            kept += keep
+            rows.append({**(item["adapter"] if keep else item["rag"]), "method": "lift+rag"})
+            seconds.append(item["adapter"]["latency_s"] + (0 if keep else item["rag"]["latency_s"]))
+        summary = summarise(rows, documents)["lift+rag"]
+        lines.append({"threshold": threshold, "f1": summary["f1"], "kept_percent": round(100 * kept / len(answers), 1),
+                      "mean_s": round(statistics.fmean(seconds), 2)})
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", default=",".join(RUNS), help="MODEL:SET pairs (sets of bench_quality.py)")
+    parser.add_argument("--work", type=Path, default=Path.home() / ".cache" / "lift-tool" / "bench")
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    args = parser.parse_args()
+    from lift_tool.evaluate import summarise
+
+    started = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    description = machine()
+    t0 = time.monotonic()
+    results = {}
+    for run in args.runs.split(","):
+        model, name = run.split(":")
+        folder = find_work_folder(args.work, model, name)
+        print(f"{run}: {folder}", flush=True)
+        documents = json.loads((folder / "documents.json").read_text())
+        rows = json.loads((folder / "results.json").read_text())
+        reference = summarise([r for r in rows if r["method"] in ("context", "rag")], documents)
+        answers = adapter_answers(folder, name)
+        results[run] = {"context_f1": reference["context"]["f1"], "rag_f1": reference["rag"]["f1"],
+                        "questions": len(answers), "sweep": sweep(answers, documents),
+                        "answers": [{"doc_id": a["rag"]["doc_id"], "index": a["rag"]["index"],
+                                     "adapter": a["adapter"]["prediction"], "adapter_score": a["adapter"]["score"],
+                                     "rag_score": a["rag"]["score"],
+                                     "least_token_probability": round(a["least_token_probability"], 4)}
+                                    for a in answers]}
+    minutes = (time.monotonic() - t0) / 60
+
+    from lift_tool.config import Settings
+
+    default = Settings().retrieval.adapter_min_probability
+    lines = [
+        "# lift+rag: how sure the adapter must be of its answer",
+        "",
+        f"Command: `{' '.join(['python benchmarks/bench_adapter_trust.py', *sys.argv[1:]])}`, {started}, "
+        f"{minutes:.1f} min.",
+        "",
+        f"Machine: {description}. {TIMING_NOTE}",
+        "",
+        "lift+rag answers with the document's adapter and the retrieved passages. It keeps that answer when the model "
+        "gave every token of it at least the threshold's probability, and otherwise answers from the passages "
+        "without the adapter, as rag does. The runs are those of `bench_quality.py` (its reports: "
+        "`quality-MODEL.md`): the same adapters, and its rag answers. Every question was asked again with lift+rag "
+        "keeping every adapter answer (threshold 0), and each threshold below takes the adapter's answer where the "
+        "model was sure enough and the rag answer elsewhere. Seconds: the adapter's answer, plus the rag answer "
+        "where it was set aside.",
+        "",
+        f"The default is {default:g}: keep the adapter's answer when each of its tokens was at least as likely as "
+        "not. It was set from these same runs, so it is not a held-out choice; it is the even-odds point, not the "
+        "best point of any one run.",
+        "",
+    ]
+    for run, result in results.items():
+        lines += [f"## {run}", "",
+                  f"{result['questions']} questions. For comparison: context F1 {result['context_f1']:.1f}, "
+                  f"rag F1 {result['rag_f1']:.1f}.", "",
+                  "| threshold | lift+rag F1 | adapter answer kept % | s/question |", "|---|---|---|---|"]
+        for line in result["sweep"]:
+            mark = " (default)" if line["threshold"] == default else ""
+            lines.append(f"| {line['threshold']:g}{mark} | {line['f1']:.1f} | {line['kept_percent']:.0f} | "
+                         f"{line['mean_s']:.2f} |")
+        lines.append("")
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "adapter_trust.md").write_text("\n".join(lines))
+    (args.out / "adapter_trust.json").write_text(json.dumps(results, indent=1))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
