@@ -48,19 +48,6 @@ class Reply:
     least_token_probability: float = 1.0
 
 
-def generate(
-    model,
-    tokenizer,
-    conversation: list[dict[str, str]],
-    max_new_tokens: int = 64,
-    on_text: Callable[[str], None] | None = None,
-    prefix_cache: PrefixCache | None = None,
-    state: str = "base",
-) -> str:
-    """Greedy decoding of the assistant's reply to ``conversation``: its text (see :func:`generate_reply`)."""
-    return generate_reply(model, tokenizer, conversation, max_new_tokens, on_text, prefix_cache, state).text
-
-
 def generate_reply(
     model,
     tokenizer,
@@ -115,7 +102,8 @@ def answer(model, tokenizer, question: str, titles: list[str], context: str | No
            on_text: Callable[[str], None] | None = None, prefix_cache: PrefixCache | None = None,
            state: str = "base") -> str:
     """Answer ``question`` about the documents named in ``titles``; ``context`` goes in the prompt if given."""
-    return generate(model, tokenizer, messages(question, titles, context), max_new_tokens, on_text, prefix_cache, state)
+    return generate_reply(model, tokenizer, messages(question, titles, context), max_new_tokens, on_text, prefix_cache,
+                          state).text
 
 
 def fit_context(tokenizer, text: str, budget_tokens: int) -> str:
