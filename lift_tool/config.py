@@ -85,6 +85,9 @@ class TrainingSettings(BaseModel):
 
 class RetrievalSettings(BaseModel):
     k: int = Field(4, ge=1, le=50)  # chunks put in the prompt
+    # How chunks are ranked: embeddings and keywords (BM25) fused ("hybrid"), or either alone. Hybrid puts the
+    # passage that answers in the prompt more often than embeddings alone: benchmarks/results/retrieval.md.
+    search: Literal["hybrid", "dense", "keyword"] = "hybrid"
     chunk_tokens: int = Field(200, ge=16, le=254)  # word pieces of the embedding model (its limit is 256)
     chunk_overlap: int = Field(50, ge=0)
     # A question is about a stored document when its best chunk scores at least this (cosine similarity);

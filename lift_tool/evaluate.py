@@ -399,11 +399,13 @@ def _check_same_run(out_dir: Path, data_path: Path, settings: "Settings") -> Non
     run = {"data": str(data_path), "data_sha256": data_digest, "model": settings.model, "dtype": answer_dtype(settings),
            "context_window": settings.context_window, "max_new_tokens": settings.max_new_tokens,
            "training": settings.training_fingerprint(),
-           "adapter_min_probability": settings.retrieval.adapter_min_probability}
+           "adapter_min_probability": settings.retrieval.adapter_min_probability,
+           "retrieval": f"{settings.retrieval.search}, k={settings.retrieval.k}"}
     names = {"data_sha256": "data file", "model": "model", "dtype": "number format (dtype)",
              "context_window": "context window", "max_new_tokens": "answer length",
              "training": "training recipe (settings fingerprint)",
-             "adapter_min_probability": "lift+rag adapter trust (retrieval.adapter_min_probability)"}
+             "adapter_min_probability": "lift+rag adapter trust (retrieval.adapter_min_probability)",
+             "retrieval": "retrieval (search method and k)"}
     previous = _read_json(out_dir / "run.json", None)
     if previous is not None:
         for key, name in names.items():
@@ -561,7 +563,8 @@ def render_report(rows, documents, summary, settings, data_path, label=None) -> 
     lines = [f"# Evaluation: {label or Path(data_path).name}", ""]
     lines.append(f"Data: `{data_path}`; {len(documents)} documents, {len({(r['doc_id'], r['index']) for r in rows})} "
                  f"questions answered; model `{settings.model}` in {answer_dtype(settings)}; context window "
-                 f"{settings.context_window or 'the model’s own'}; max new tokens {settings.max_new_tokens}.")
+                 f"{settings.context_window or 'the model’s own'}; max new tokens {settings.max_new_tokens}; "
+                 f"retrieval: {settings.retrieval.search} search, {settings.retrieval.k} chunks.")
     lines.append("")
     if not summary:
         return "\n".join(lines + ["No answers yet."]) + "\n"

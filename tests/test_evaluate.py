@@ -241,14 +241,16 @@ def test_output_folder_of_another_number_format_is_refused(tmp_path, fake_lift, 
         run_evaluation(tiny_settings.model_copy(update={"dtype": "bfloat16"}), data, ["base"], out, progress=False)
 
 
-def test_output_folder_of_another_adapter_trust_is_refused(tmp_path, fake_lift, tiny_settings):
+@pytest.mark.parametrize("retrieval, message", [({"adapter_min_probability": 0.0}, "adapter trust"),
+                                                ({"search": "dense"}, "another retrieval"),
+                                                ({"k": 8}, "another retrieval")])
+def test_output_folder_of_other_retrieval_settings_is_refused(tmp_path, fake_lift, tiny_settings, retrieval, message):
     data = write_jsonl(tmp_path / "d.jsonl", [LONGDOC])
     out = tmp_path / "out"
     run_evaluation(tiny_settings, data, ["base"], out, progress=False)
-    trusting = tiny_settings.model_copy(update={"retrieval": tiny_settings.retrieval.model_copy(
-        update={"adapter_min_probability": 0.0})})
-    with pytest.raises(InputError, match="adapter trust"):
-        run_evaluation(trusting, data, ["base"], out, progress=False)
+    other = tiny_settings.model_copy(update={"retrieval": tiny_settings.retrieval.model_copy(update=retrieval)})
+    with pytest.raises(InputError, match=message):
+        run_evaluation(other, data, ["base"], out, progress=False)
 
 
 # ---------------------------------------------------------------------------------------------- end to end

@@ -40,6 +40,17 @@ def test_every_mode_answers_and_reports_itself(lift):
     assert lift.ask("Who founded Brimley?", [doc.doc_id]).mode == "lift+rag"  # auto, with an adapter
 
 
+@pytest.mark.parametrize("search", ["hybrid", "dense", "keyword"])
+def test_rag_ranks_chunks_with_the_configured_search(tiny_settings, search):
+    retrieval = tiny_settings.retrieval.model_copy(update={"search": search, "chunk_tokens": 16, "chunk_overlap": 4})
+    lift = Lift(tiny_settings.model_copy(update={"retrieval": retrieval, "max_new_tokens": 4}))
+    doc = lift.index(TEXT)
+    question = "Which bridge crosses the canal?"
+    answer = lift.ask(question, [doc.doc_id], mode="rag")
+    expected = lift.store.search(question, k=retrieval.k, doc_ids=[doc.doc_id], method=search)
+    assert len(expected) > 1 and answer.chunks == expected
+
+
 def test_lift_rag_sets_aside_an_adapter_answer_the_model_is_unsure_of(lift):
     doc = lift.absorb(TEXT, progress=False).document
     question = "Who founded Brimley?"

@@ -20,6 +20,8 @@ from memory.retrieval import (
     RetrievalStore,
     chunk_text,
     embedding_tokenizer,
+    fuse_rankings,
+    keyword_ranking,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -273,9 +275,11 @@ def test_unusable_folder_is_a_clear_error(tmp_path, embedder):
 def test_add_search_remove_round_trip(store):
     assert store.document_ids() == sorted(DOCS)
     assert store.titles()["bridge"] == "A history of the Calderwick bridge"
-    hits = store.search("What was the bridge built on during construction?", k=3)
+    question = "What was the bridge built on during construction?"
+    hits = store.search(question, k=3, method="dense")
     assert len(hits) == 3 and hits[0].doc_id == "bridge" and "oak piles" in hits[0].text
     assert hits[0].score > hits[1].score - 1e-6 and -1.0 <= hits[-1].score <= 1.0
+    assert any("oak piles" in h.text for h in store.search(question, k=3))  # hybrid, the default
     body = DOCS["bridge"][1]
     assert all(body[h.start : h.end] == h.text for h in hits if h.doc_id == "bridge")
     assert hits[0].title == "A history of the Calderwick bridge"
@@ -286,13 +290,47 @@ def test_add_search_remove_round_trip(store):
     assert all(h.doc_id != "bridge" for h in store.search("What was the bridge built on?", k=20))
 
 
-def test_search_within_given_documents(store):
+@pytest.mark.parametrize("method", ["hybrid", "dense", "keyword"])
+def test_search_within_given_documents(store, method):
     question = "Which flag selects the old borrow checker?"
-    assert store.search(question, k=1)[0].doc_id == "compiler"
-    hits = store.search(question, k=10, doc_ids=["bees", "bridge"])
-    assert hits and {h.doc_id for h in hits} <= {"bees", "bridge"}
-    assert store.search(question, doc_ids=["no-such-doc"]) == []
-    assert store.search(question, doc_ids=[]) == []
+    assert store.search(question, k=1, method=method)[0].doc_id == "compiler"
+    hits = store.search("When was the bridge built, and who kept the bees?", k=10, doc_ids=["bees", "bridge"],
+                        method=method)
+    assert {h.doc_id for h in hits} == {"bees", "bridge"}
+    assert store.search(question, doc_ids=["no-such-doc"], method=method) == []
+    assert store.search(question, doc_ids=[], method=method) == []
+
+
+def test_keyword_ranking_rewards_rare_shared_words():
+    texts = {
+        "mites": "In 1988 a mite infestation destroyed almost half of the colonies on the island.",
+        "press": "Members press the combs with a hand-cranked press bought from an estate on the island.",
+        "jars": "The honey is sold in jars on the island and on the island ferry.",
+    }
+    # "island" is in every text, so it ranks nothing; "press" and "combs" are rare and pick one text.
+    assert keyword_ranking("How do members press the combs on the island?", texts)[0] == "press"
+    assert keyword_ranking("What did the mite infestation do?", texts) == ["mites"]
+    assert keyword_ranking("What was it and who did it?", texts) == []  # nothing but question words
+    assert keyword_ranking("Anything about honey?", {}) == []
+
+
+def test_fuse_rankings_favours_agreement():
+    # "b" is second in both rankings and beats "a" and "c", each first in one ranking and absent from the other.
+    assert fuse_rankings(["a", "b"], ["c", "b"])[0] == "b"
+    assert set(fuse_rankings(["a", "b"], ["c", "b"])) == {"a", "b", "c"}
+    assert fuse_rankings() == []
+
+
+def test_hybrid_scores_are_cosine_similarities(store):
+    question = "Which mason set the piers on oak piles?"
+    dense = {(h.doc_id, h.index): h.score for h in store.search(question, k=50, method="dense")}
+    for method in ("hybrid", "keyword"):
+        hits = store.search(question, k=3, method=method)
+        assert hits and hits[0].doc_id == "bridge" and "Andrew Lennie" in hits[0].text
+        for hit in hits:
+            assert hit.score == pytest.approx(dense[(hit.doc_id, hit.index)], abs=1e-5)
+    with pytest.raises(ConfigError, match="unknown search method"):
+        store.search(question, method="fuzzy")
 
 
 class CountingEmbedder(OfflineEmbedder):
@@ -379,7 +417,7 @@ def test_choose_documents(store):
     ]:
         matches = store.choose_documents(question)
         assert matches and matches[0].doc_id == doc_id, (question, matches)
-        assert matches[0].score == pytest.approx(store.search(question, k=1)[0].score, abs=1e-5)
+        assert matches[0].score == pytest.approx(store.search(question, k=1, method="dense")[0].score, abs=1e-5)
         assert matches[0].best.doc_id == doc_id
     for question in OFF_TOPIC_QUESTIONS:
         assert store.choose_documents(question) == [], question
