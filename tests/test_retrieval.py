@@ -307,7 +307,7 @@ def test_keyword_ranking_rewards_rare_shared_words():
         "press": "Members press the combs with a hand-cranked press bought from an estate on the island.",
         "jars": "The honey is sold in jars on the island and on the island ferry.",
     }
-    # "island" is in every text, so it ranks nothing; "press" and "combs" are rare and pick one text.
+    # "island" is in every text and weighs little; "press" and "combs" are rare and pick one text.
     assert keyword_ranking("How do members press the combs on the island?", texts)[0] == "press"
     assert keyword_ranking("What did the mite infestation do?", texts) == ["mites"]
     assert keyword_ranking("What was it and who did it?", texts) == []  # nothing but question words
