@@ -383,6 +383,11 @@ def _shared_client(folder: str) -> Any:
         return client
 
 
+def _chunk_id(doc_id: str, index: int) -> str:
+    """A chunk's id in the collection; hybrid search matches the two rankings by it."""
+    return f"{doc_id}:{index}"
+
+
 def _cosine(a: Any, b: Any) -> float:
     import numpy as np
 
@@ -468,7 +473,7 @@ class RetrievalStore:
                 with tqdm(total=len(chunks), desc="indexing", unit="chunk", disable=not progress) as bar:
                     for batch in _batched(order, 64):
                         collection.add(
-                            ids=[f"{doc_id}:{c.index}" for c in batch],
+                            ids=[_chunk_id(doc_id, c.index) for c in batch],
                             documents=[c.text for c in batch],
                             metadatas=[
                                 {"doc_id": doc_id, "index": c.index, "start": c.start, "end": c.end, **stamp}
@@ -487,7 +492,7 @@ class RetrievalStore:
 
     @staticmethod
     def _stored_stamp(collection: Any, doc_id: str) -> dict | None:
-        found = collection.get(ids=[f"{doc_id}:0"], include=["metadatas"])
+        found = collection.get(ids=[_chunk_id(doc_id, 0)], include=["metadatas"])
         if not found["ids"]:
             return None
         meta = found["metadatas"][0]
@@ -497,7 +502,7 @@ class RetrievalStore:
         return stamp if len(stored) == meta.get("n_chunks") else None
 
     def has_document(self, doc_id: str) -> bool:
-        return bool(self._collection().get(ids=[f"{doc_id}:0"], include=[])["ids"])
+        return bool(self._collection().get(ids=[_chunk_id(doc_id, 0)], include=[])["ids"])
 
     def remove_document(self, doc_id: str) -> bool:
         """Delete a document's chunks; returns whether it was there."""
@@ -574,16 +579,15 @@ class RetrievalStore:
         ranking = keyword_ranking(question, dict(zip(stored["ids"], stored["documents"])))
         if method == "hybrid":
             nearest = self._query(vector, DENSE_CANDIDATES, doc_ids)
-            ranking = fuse_rankings([f"{c.doc_id}:{c.index}" for c in nearest], ranking)
+            ranking = fuse_rankings([_chunk_id(c.doc_id, c.index) for c in nearest], ranking)
         best = ranking[:k]
         if not best:
             return []
         found = collection.get(ids=best, include=["documents", "metadatas", "embeddings"])
-        by_id = {id_: (text, meta, embedding)
-                 for id_, text, meta, embedding in zip(found["ids"], found["documents"], found["metadatas"],
-                                                       found["embeddings"])}
-        return [self._chunk(by_id[id_][0], by_id[id_][1], _cosine(vector, by_id[id_][2]))
-                for id_ in best if id_ in by_id]
+        chunks = {id_: self._chunk(text, meta, _cosine(vector, embedding))
+                  for id_, text, meta, embedding in zip(found["ids"], found["documents"], found["metadatas"],
+                                                        found["embeddings"])}
+        return [chunks[id_] for id_ in best if id_ in chunks]  # Chroma returns them in its own order
 
     def choose_documents(
         self,
