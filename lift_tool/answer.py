@@ -56,13 +56,18 @@ def generate_reply(
     on_text: Callable[[str], None] | None = None,
     prefix_cache: PrefixCache | None = None,
     state: str = "base",
+    give_up_below: float = 0.0,
 ) -> Reply:
     """Greedy decoding of the assistant's reply to ``conversation``, with how sure the model was of it.
 
     With a ``prefix_cache``, a prompt with context is split before its question: the part before is read once
     and reused for later questions about the same context with the same model ``state``.
+    ``give_up_below``: stop as soon as the model gives a token less than this probability, for a caller that sets
+    such a reply aside anyway (lift+rag). The reply then ends at that token, its ``least_token_probability`` below
+    the threshold.
     """
     import torch
+    from transformers import StoppingCriteriaList
 
     prompt = render(tokenizer, conversation, add_generation_prompt=True)
     inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).to(model.device)
@@ -75,6 +80,7 @@ def generate_reply(
             past = prefix_cache.lookup(model, state, prefix_ids)
     streamer = _CallbackStreamer(tokenizer, on_text) if on_text else None
     stop_ids = _stop_ids(tokenizer)
+    give_up = StoppingCriteriaList([_UnsureToken(give_up_below)]) if give_up_below > 0 else None
     with torch.inference_mode():
         output = model.generate(
             **inputs,
@@ -87,6 +93,8 @@ def generate_reply(
             pad_token_id=tokenizer.pad_token_id,
             eos_token_id=stop_ids,
             streamer=streamer,
+            stopping_criteria=give_up,
+            output_scores=give_up is not None,
             output_logits=True,
             return_dict_in_generate=True,
         )
@@ -135,6 +143,22 @@ def _stop_ids(tokenizer) -> list[int]:
         if isinstance(token_id, int) and token_id != tokenizer.unk_token_id:
             ids.add(token_id)
     return sorted(i for i in ids if i is not None)
+
+
+class _UnsureToken:
+    """Stops generation once the token just chosen had less than ``threshold`` probability. Reads the scores
+    ``generate`` passes (with ``output_scores``), which greedy decoding without logits processors, as here, leaves
+    as the model's own."""
+
+    def __init__(self, threshold: float):
+        self.threshold = threshold
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import torch
+
+        chosen = input_ids[:, -1:]
+        probability = torch.softmax(scores[-1].float(), dim=-1).gather(1, chosen).squeeze(1)
+        return probability < self.threshold
 
 
 class _CallbackStreamer:

@@ -382,10 +382,10 @@ class Lift:
                 joined = texts[0] if len(texts) == 1 else "\n\n".join(f"# {t}\n{x}" for t, x in zip(titles, texts))
                 context = fit_context(loaded.tokenizer, joined, budget)
 
-            def generate(model, for_titles: list[str], stream, state: str) -> Reply:
+            def generate(model, for_titles: list[str], stream, state: str, give_up_below: float = 0.0) -> Reply:
                 cache = self._prefix_cache if for_titles == titles else None  # not for one document of several
                 return generate_reply(model, loaded.tokenizer, messages(question, for_titles, context), max_new_tokens,
-                                      stream, prefix_cache=cache, state=state)
+                                      stream, prefix_cache=cache, state=state, give_up_below=give_up_below)
 
             reply, mode = self._reply(mode, entries, titles, generate, on_text)
         return Answer(reply.text, mode, [(e.doc_id, e.title) for e in entries], chunks, time.monotonic() - started,
@@ -453,11 +453,11 @@ class Lift:
                 passages = fit_context(tokenizer, joined, budget)
             turns[-1] = {"role": "user", "content": user_prompt(question, passages)}
 
-            def generate(model, for_titles: list[str], stream, state: str) -> Reply:
+            def generate(model, for_titles: list[str], stream, state: str, give_up_below: float = 0.0) -> Reply:
                 prompt = turns
                 if for_titles != titles and not own_system:  # one document of several: name that one only
                     prompt = [{"role": "system", "content": system_prompt(for_titles)}] + turns[1:]
-                return generate_reply(model, tokenizer, prompt, max_new_tokens, stream)
+                return generate_reply(model, tokenizer, prompt, max_new_tokens, stream, give_up_below=give_up_below)
 
             reply, mode = self._reply(mode, entries, titles, generate, on_text)
         return Answer(reply.text, mode, [(e.doc_id, e.title) for e in entries], chunks, time.monotonic() - started,
@@ -479,8 +479,9 @@ class Lift:
     def _reply(self, mode: str, entries, titles: list[str], generate, on_text) -> tuple[Reply, str]:
         """Answer in ``mode`` (resolved, not auto); the reply and the mode that gave it.
 
-        ``generate(model, titles, on_text, state)`` writes a reply about the documents named in ``titles`` (the same
-        prompt whichever documents it names); ``state`` names the adapters active on ``model``, for the prefix cache.
+        ``generate(model, titles, on_text, state, give_up_below=0.0)`` writes a reply about the documents named in
+        ``titles`` (the same prompt whichever documents it names); ``state`` names the adapters active on ``model``,
+        for the prefix cache; ``give_up_below`` as in :func:`lift_tool.answer.generate_reply`.
         """
         if mode not in ADAPTER_MODES:
             with self.pool.base() as model:
@@ -491,26 +492,29 @@ class Lift:
             return self._answer_with_adapters(adapters, titles, generate, on_text), mode
         # lift+rag: the adapter's answer is kept only if the model was sure of it; an adapter that has not learnt
         # the answer (a document absorbed under a short budget, say) is set aside, and the passages in the prompt
-        # are read without it, as rag does (benchmarks/results/adapter_trust.md). So nothing streams until then.
-        reply = self._answer_with_adapters(adapters, titles, generate, None)
-        if reply.least_token_probability < self.settings.retrieval.adapter_min_probability:
+        # are read without it, as rag does (benchmarks/results/adapter_trust.md). So nothing streams until then,
+        # and the adapter's answer stops at its first unsure token: the rest would be thrown away.
+        least = self.settings.retrieval.adapter_min_probability
+        reply = self._answer_with_adapters(adapters, titles, generate, None, give_up_below=least)
+        if reply.least_token_probability < least:
             with self.pool.base() as model:
                 reply, mode = generate(model, titles, None, "base"), "rag"
         if on_text:
             on_text(reply.text)
         return reply, mode
 
-    def _answer_with_adapters(self, adapters, titles, generate, on_text) -> Reply:
-        """Answer with the documents' adapters (``generate`` as in :meth:`_reply`)."""
+    def _answer_with_adapters(self, adapters, titles, generate, on_text, give_up_below: float = 0.0) -> Reply:
+        """Answer with the documents' adapters (``generate`` and ``give_up_below`` as in :meth:`_reply`)."""
         state = "+".join(adapter.key for adapter in adapters)
         if len(adapters) == 1:
             with self.pool.activate(adapters[0]) as model:
-                return generate(model, titles, on_text, state)
+                return generate(model, titles, on_text, state, give_up_below)
         if self.settings.multi_document == "combine":
             with self.pool.combine(adapters, how="cat") as model:
-                return generate(model, titles, on_text, state)
+                return generate(model, titles, on_text, state, give_up_below)
         # per-document: each adapter answers about its own document; documents that say they do not know are
-        # left out (benchmarks/results/multi_document.md: this beats combining the adapters).
+        # left out (benchmarks/results/multi_document.md: this beats combining the adapters). Each reply is
+        # written out in full (no giving up): a reply cut short could no longer be told to be such a refusal.
         replies = []
         for adapter, title in zip(adapters, titles):
             with self.pool.activate(adapter) as model:

@@ -167,3 +167,30 @@ def test_reply_reports_how_sure_the_model_was_of_its_least_sure_token(tiny_loade
     assert one.least_token_probability == pytest.approx(next_token.max().item(), rel=1e-4)
     longer = generate_reply(model, tokenizer, conversation, max_new_tokens=6)
     assert longer.text.startswith(one.text) and longer.least_token_probability <= one.least_token_probability
+
+
+
+def test_reply_gives_up_at_its_first_unsure_token(real_tokenizer_dir):
+    from lift_tool.answer import generate_reply
+    from lift_tool.config import Settings
+    from lift_tool.models import load_model
+    from lift_tool.prompts import messages
+
+    # The default model: the random tiny one gives every token about the same (tiny) probability.
+    loaded = load_model(settings=Settings(model=str(real_tokenizer_dir), device="cpu"))
+    model, tokenizer = loaded.model, loaded.tokenizer
+    conversation = messages("Who founded Brimley, and when?", ["Brimley"],
+                            "Brimley is a market town. It was founded in 1802 by Ada Brim, a miller from Leeds.")
+    full = generate_reply(model, tokenizer, conversation, max_new_tokens=12)
+    # The reply cut after 1, 2, ... tokens: the first cut as unsure as the whole reply ends at its least sure token.
+    cuts = [generate_reply(model, tokenizer, conversation, max_new_tokens=n) for n in range(1, 13)]
+    up_to_least_sure = next(c for c in cuts if c.least_token_probability == full.least_token_probability)
+    assert len(up_to_least_sure.text) < len(full.text)  # the least sure token is not the last one
+
+    given_up = generate_reply(model, tokenizer, conversation, max_new_tokens=12,
+                              give_up_below=full.least_token_probability * 1.001)
+    assert given_up.text == up_to_least_sure.text
+    assert given_up.least_token_probability == pytest.approx(full.least_token_probability, rel=1e-4)
+    # A threshold under every token's probability leaves the reply whole.
+    assert generate_reply(model, tokenizer, conversation, max_new_tokens=12,
+                          give_up_below=full.least_token_probability * 0.999).text == full.text
