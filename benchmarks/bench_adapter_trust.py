@@ -50,21 +50,30 @@ def find_work_folder(work: Path, model: str, name: str) -> Path:
     return folder
 
 
-def adapter_answers(folder: Path, name: str) -> list[dict]:
-    """Every question of the run asked again with lift+rag keeping every adapter answer; one row per question
-    with the adapter's answer, its score and least token probability, and the run's rag row."""
+def open_run(folder: Path, name: str, **retrieval) -> tuple:
+    """What a finished run left: a Lift on its memory, with the run's model, window and answer length (and the
+    ``retrieval`` settings given changed), its documents.json, its questions by (doc_id, index), and its rag rows."""
     from lift_tool.config import load_settings
-    from lift_tool.evaluate import load_dataset, score_answer
+    from lift_tool.evaluate import load_dataset
     from lift_tool.lift import Lift
 
     run = json.loads((folder / "run.json").read_text())
     given = {"model": run["model"], "context_window": run["context_window"], "max_new_tokens": run["max_new_tokens"]}
     settings = load_settings(**{key: value for key, value in given.items() if value is not None})
-    retrieval = settings.retrieval.model_copy(update={"adapter_min_probability": 0.0})
-    lift = Lift(settings.model_copy(update={"home": folder / "memory", "retrieval": retrieval}))
+    changed = settings.retrieval.model_copy(update=retrieval)
+    lift = Lift(settings.model_copy(update={"home": folder / "memory", "retrieval": changed}))
     documents = json.loads((folder / "documents.json").read_text())
     questions = {(d.doc_id, q.index): q for d in load_dataset(SETS[name][0]) for q in d.questions}
     rag_rows = [row for row in json.loads((folder / "results.json").read_text()) if row["method"] == "rag"]
+    return lift, documents, questions, rag_rows
+
+
+def adapter_answers(folder: Path, name: str) -> list[dict]:
+    """Every question of the run asked again with lift+rag keeping every adapter answer; one row per question
+    with the adapter's answer, its score and least token probability, and the run's rag row."""
+    from lift_tool.evaluate import score_answer
+
+    lift, documents, questions, rag_rows = open_run(folder, name, adapter_min_probability=0.0)
     out = []
     for number, rag in enumerate(rag_rows, 1):
         question = questions[(rag["doc_id"], rag["index"])]

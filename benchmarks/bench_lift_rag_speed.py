@@ -31,8 +31,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from bench_absorb import TIMING_NOTE, machine  # noqa: E402
-from bench_adapter_trust import find_work_folder  # noqa: E402
-from bench_quality import SETS  # noqa: E402
+from bench_adapter_trust import find_work_folder, open_run  # noqa: E402
 
 RUNS = "qwen2.5-coder-0.5b:squad,smollm2-135m:squad"
 
@@ -60,17 +59,8 @@ def spread(rows: list, count: int) -> list:
 
 def time_run(folder: Path, name: str, count: int) -> list[dict]:
     """Questions of the run asked with lift+rag both ways; one row per question."""
-    from lift_tool.config import load_settings
-    from lift_tool.evaluate import load_dataset
-    from lift_tool.lift import Lift
-
-    run = json.loads((folder / "run.json").read_text())
-    given = {"model": run["model"], "context_window": run["context_window"], "max_new_tokens": run["max_new_tokens"]}
-    settings = load_settings(**{key: value for key, value in given.items() if value is not None})
-    lift = Lift(settings.model_copy(update={"home": folder / "memory"}))
-    documents = json.loads((folder / "documents.json").read_text())
-    questions = {(d.doc_id, q.index): q for d in load_dataset(SETS[name][0]) for q in d.questions}
-    asked = spread([row for row in json.loads((folder / "results.json").read_text()) if row["method"] == "rag"], count)
+    lift, documents, questions, rag_rows = open_run(folder, name)
+    asked = spread(rag_rows, count)
 
     def ask(row, giving_up: bool):
         question = questions[(row["doc_id"], row["index"])].prompt

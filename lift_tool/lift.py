@@ -494,9 +494,9 @@ class Lift:
         # the answer (a document absorbed under a short budget, say) is set aside, and the passages in the prompt
         # are read without it, as rag does (benchmarks/results/adapter_trust.md). So nothing streams until then,
         # and the adapter's answer stops at its first unsure token: the rest would be thrown away.
-        least = self.settings.retrieval.adapter_min_probability
-        reply = self._answer_with_adapters(adapters, titles, generate, None, give_up_below=least)
-        if reply.least_token_probability < least:
+        min_probability = self.settings.retrieval.adapter_min_probability
+        reply = self._answer_with_adapters(adapters, titles, generate, None, give_up_below=min_probability)
+        if reply.least_token_probability < min_probability:
             with self.pool.base() as model:
                 reply, mode = generate(model, titles, None, "base"), "rag"
         if on_text:
