@@ -149,6 +149,11 @@ def absorb_lengths(spec: str, device: str, lengths: list[int], budget: float | N
     return rows
 
 
+def layers_trained(fraction: float | None) -> str:
+    """The settings' layer_fraction in words; None leaves the choice to the model's size (absorb.settings_for_model)."""
+    return "layers chosen by model size" if fraction is None else f"the upper {fraction:.0%} of the layers"
+
+
 def render(rows: list[dict], args, started: str, seconds: float, description: str, training: dict) -> str:
     lines = [
         "# Absorption: time against document length",
@@ -161,8 +166,8 @@ def render(rows: list[dict], args, started: str, seconds: float, description: st
         "",
         f"Model: `{args.model}`. Documents: prefixes of the longest LooGLE document on disk, cut at sentence "
         "boundaries to at most the target length in the model's tokens. Settings: the defaults when this ran "
-        f"(LoRA rank {training['lora'].get('rank')} on the upper {training['lora'].get('layer_fraction', 1):.0%} of the "
-        f"layers, {training['training'].get('epochs')} epochs, "
+        f"(LoRA rank {training['lora'].get('rank')} on {layers_trained(training['lora'].get('layer_fraction'))}, "
+        f"{training['training'].get('epochs')} epochs, "
         f"{training['training'].get('batch_tokens')} tokens per micro-batch, training fingerprint `{training['fingerprint']}`)"
         + (f", time budget {args.budget_seconds:g} s" + (f" for documents over {args.budget_above:,} tokens"
            if args.budget_above else "") if args.budget_seconds else "") + ".",
