@@ -10,6 +10,15 @@ from typing import Callable
 from lift_tool.prompts import QUESTION_MARKER, messages, render
 
 
+def _cache_keyword() -> str:
+    """The name of a model's key/value cache, as ``generate`` takes it and model outputs hold it: transformers
+    5.24 renamed ``past_key_values`` to ``cache``, and warns about the old name."""
+    import transformers
+
+    major_minor = tuple(int(part) for part in transformers.__version__.split(".")[:2])
+    return "cache" if major_minor >= (5, 24) else "past_key_values"
+
+
 class PrefixCache:
     """The key/value cache of the last long prompt prefix (instructions and context, up to the question), so
     that several questions about the same text pay for reading it once.
@@ -32,7 +41,8 @@ class PrefixCache:
                 prefix = torch.tensor([prefix_ids], device=model.device)
                 # The decoder alone: the prefix's next-token scores are never used, and for a 3k-token prefix
                 # the output layer alone would cost seconds and a gigabyte of scores.
-                self._cache = model.get_decoder()(input_ids=prefix, use_cache=True).past_key_values
+                output = model.get_decoder()(input_ids=prefix, use_cache=True)
+                self._cache = getattr(output, _cache_keyword())
             self._key = key
         return copy.deepcopy(self._cache)  # generation appends to the cache it is given
 
@@ -84,7 +94,7 @@ def generate_reply(
     with torch.inference_mode():
         output = model.generate(
             **inputs,
-            past_key_values=past,
+            **{_cache_keyword(): past},
             max_new_tokens=max_new_tokens,
             do_sample=False,
             temperature=None,

@@ -194,3 +194,34 @@ def test_reply_gives_up_at_its_first_unsure_token(real_tokenizer_dir):
     # A threshold under every token's probability leaves the reply whole.
     assert generate_reply(model, tokenizer, conversation, max_new_tokens=12,
                           give_up_below=full.least_token_probability * 0.999).text == full.text
+
+
+def test_prefix_cache_reads_the_context_once_and_answers_the_same(real_tokenizer_dir):
+    from lift_tool.answer import PrefixCache, generate_reply
+    from lift_tool.config import Settings
+    from lift_tool.models import load_model
+    from lift_tool.prompts import messages, render
+
+    loaded = load_model(settings=Settings(model=str(real_tokenizer_dir), device="cpu"))
+    model, tokenizer = loaded.model, loaded.tokenizer
+    context = "Brimley is a market town. It was founded in 1802 by Ada Brim, a miller from Leeds. " * 4
+    first = messages("Who founded Brimley?", ["Brimley"], context)
+    second = messages("When was Brimley founded?", ["Brimley"], context)
+    prompt_tokens = len(tokenizer(render(tokenizer, second, True), add_special_tokens=False)["input_ids"])
+    context_tokens = len(tokenizer(context, add_special_tokens=False)["input_ids"])
+
+    read: list[int] = []  # how many tokens each forward pass reads
+    hook = model.get_input_embeddings().register_forward_hook(lambda module, args, output: read.append(args[0].shape[1]))
+    cache = PrefixCache()
+    try:
+        uncached = generate_reply(model, tokenizer, second, max_new_tokens=12)
+        assert read[0] == prompt_tokens
+        generate_reply(model, tokenizer, first, max_new_tokens=12, prefix_cache=cache)  # reads the context once
+        read.clear()
+        cached = generate_reply(model, tokenizer, second, max_new_tokens=12, prefix_cache=cache)
+    finally:
+        hook.remove()
+    # The second question's first pass reads what follows the context, not the context again.
+    assert read[0] <= prompt_tokens - context_tokens
+    assert cached.text == uncached.text
+    assert cached.least_token_probability == pytest.approx(uncached.least_token_probability, rel=0.05)
