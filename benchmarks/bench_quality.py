@@ -85,13 +85,16 @@ def run_set(name: str, args, description: str) -> Path:
     training = settings.training
     fraction = settings.lora.layer_fraction
     layers = "layers chosen by model size" if fraction is None else f"the upper {fraction:.0%} of the layers"
+    share = training.max_answer_share
+    per_answer = ("questions per answer capped by model size" if share is None
+                  else f"at most {share:g} of the questions per answer")
     (work / "bench.json").write_text(json.dumps({
         "command": "python benchmarks/bench_quality.py " + " ".join(sys.argv[1:]),
         "environment": {k: v for k, v in os.environ.items() if k.startswith("LIFT_")},
         "started": started, "minutes": round((time.monotonic() - t0) / 60, 1), "machine": description,
         "recipe": f"training fingerprint `{settings.training_fingerprint()}`: {training.epochs:g} epoch(s), learning "
                   f"rate {training.learning_rate or 'by model size'}, {training.batch_tokens} tokens per micro-batch, LoRA rank "
-                  f"{settings.lora.rank} on {layers}" + (f"; absorption budget {args.budget_seconds:g} s per document"
+                  f"{settings.lora.rank} on {layers}, {per_answer}" + (f"; absorption budget {args.budget_seconds:g} s per document"
                                                          if args.budget_seconds else "; no absorption budget"),
     }, indent=1))
     return work

@@ -73,6 +73,10 @@ class TrainingSettings(BaseModel):
     budget_seconds: float | None = Field(None, gt=0)  # stop at the budget and keep what was learnt
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # bf16 autocast where the hardware supports it
     questions_per_sentence: int = Field(4, ge=1)  # rule-based questions kept per sentence of the document
+    # At most this share of the questions (and at least 3) may have the same answer; the rest of them are left
+    # out. A document's subject answers many of its rule-made questions, and an adapter trained on them answers
+    # the subject's name to anything. None: chosen by model size (absorb.settings_for_model); 1 keeps them all.
+    max_answer_share: float | None = Field(None, gt=0, le=1)
     qa_per_conversation: int = Field(8, ge=1)  # questions per training chat: the prompt around them is paid once
     mix: TaskMix = TaskMix()
 

@@ -424,6 +424,21 @@ class RuleQuestionGenerator:
         return pairs
 
 
+def limit_repeated_answers(pairs: list[QAPair], max_share: float, seed: int = 0) -> list[QAPair]:
+    """``pairs``, in order, with at most ``max_share`` of them (and at least 3) per answer (case ignored); which
+    of an answer's questions are left out is a seeded random choice."""
+    cap = max(3, round(max_share * len(pairs)))
+    positions_by_answer: dict[str, list[int]] = {}
+    for position, pair in enumerate(pairs):
+        positions_by_answer.setdefault(pair.answer.strip().lower(), []).append(position)
+    rng = random.Random(seed)
+    left_out: set[int] = set()
+    for positions in positions_by_answer.values():
+        if len(positions) > cap:
+            left_out.update(rng.sample(positions, len(positions) - cap))
+    return [pair for position, pair in enumerate(pairs) if position not in left_out]
+
+
 def unanswerable_questions(pairs: list[QAPair], text: str, count: int, seed: int = 0) -> list[QAPair]:
     """Questions shaped like the document's own but about names, years and numbers it never mentions."""
     rng = random.Random(seed + 1)

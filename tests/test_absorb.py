@@ -54,6 +54,7 @@ def test_absorb_writes_a_plain_peft_adapter_and_leaves_the_base_model_as_it_was(
     assert names and all(".layers.1." in name for name in names)  # the upper half of the 2 layers only
     assert manifest["settings"]["training"]["learning_rate"] == 4e-3  # chosen for a small model
     assert manifest["settings"]["lora"]["layer_fraction"] == 0.5
+    assert manifest["settings"]["training"]["max_answer_share"] == 0.02
     # recorded as asked (layers and rate left to the model), so that asking again finds this adapter
     assert manifest["settings_fingerprint"] == _settings(tiny_settings).training_fingerprint()
 
@@ -79,12 +80,28 @@ def test_settings_left_to_the_model_size_are_chosen_by_it():
     def chosen_for(parameters_in, user: dict):
         loaded = SimpleNamespace(model=torch.nn.Linear(parameters_in, 1000, bias=False, device="meta"))  # no memory
         settings = settings_for_model(loaded, Settings.model_validate(user))
-        return settings.lora.layer_fraction, settings.training.learning_rate
+        return settings.lora.layer_fraction, settings.training.learning_rate, settings.training.max_answer_share
 
-    assert chosen_for(1_000, {}) == (0.5, 4e-3)  # 1M parameters: like the default model
-    assert chosen_for(400_000, {}) == (1.0, 1e-3)  # 400M parameters: like Qwen2.5-0.5B
-    user = {"lora": {"layer_fraction": 0.25}, "training": {"learning_rate": 5e-4}}
-    assert chosen_for(400_000, user) == (0.25, 5e-4)  # what the user set wins
+    assert chosen_for(1_000, {}) == (0.5, 4e-3, 0.02)  # 1M parameters: like the default model
+    assert chosen_for(400_000, {}) == (1.0, 1e-3, 1.0)  # 400M parameters: like Qwen2.5-0.5B
+    user = {"lora": {"layer_fraction": 0.25}, "training": {"learning_rate": 5e-4, "max_answer_share": 0.1}}
+    assert chosen_for(400_000, user) == (0.25, 5e-4, 0.1)  # what the user set wins
+
+
+def test_training_questions_keep_their_share_of_one_answer():
+    from lift_tool.absorb import generate_qa
+    from lift_tool.config import Settings
+    from lift_tool.questions import QAPair
+
+    class OneAnswerMostly:  # a question generator, as an LLM-based one plugs in
+        def generate(self, text, title):
+            return [QAPair(f"Who wrote part {n}?", "Brimley" if n < 50 else f"Writer {n}", 0, "echo") for n in range(100)]
+
+    document = make_document(TEXT)
+    for share, brimleys in ((0.02, 3), (0.1, 10), (1.0, 50)):
+        settings = Settings.model_validate({"training": {"max_answer_share": share, "mix": {"unanswerable": 0}}})
+        answers = [pair.answer for pair in generate_qa(document, settings, OneAnswerMostly())]
+        assert answers.count("Brimley") == brimleys and len(answers) == 50 + brimleys
 
 
 def test_same_seed_same_adapter(tiny_loaded, tiny_settings, tmp_path):

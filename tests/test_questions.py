@@ -1,5 +1,12 @@
 from lift_tool.prompts import NOT_IN_DOCUMENT
-from lift_tool.questions import RuleQuestionGenerator, find_spans, split_sentences, unanswerable_questions
+from lift_tool.questions import (
+    QAPair,
+    RuleQuestionGenerator,
+    find_spans,
+    limit_repeated_answers,
+    split_sentences,
+    unanswerable_questions,
+)
 from lift_tool.segment import normalise_text
 
 TEXT = normalise_text("""# Brimley
@@ -70,3 +77,18 @@ def test_unanswerable_questions_mention_nothing_in_the_document():
     for pair in made:
         assert pair.answer == NOT_IN_DOCUMENT and not pair.answerable
         assert pair.question not in originals
+
+
+def test_repeated_answers_are_limited_to_their_share():
+    pairs = [QAPair(f"Who built thing {n}?", "Agatha Moorcroft" if n % 2 else "agatha moorcroft ", n, "echo")
+             for n in range(100)]  # one answer (case and spaces aside) for every question
+    pairs += [QAPair(f"When was thing {n} opened?", str(1800 + n), n, "when") for n in range(100)]
+    kept = limit_repeated_answers(pairs, max_share=0.02)  # 2% of 200 pairs: 4 per answer
+    moorcroft = [pair for pair in kept if "moorcroft" in pair.answer.lower()]
+    assert len(moorcroft) == 4
+    assert [pair for pair in kept if pair.form == "when"] == pairs[100:]  # answers given once are all kept
+    assert kept == sorted(kept, key=pairs.index)  # in their order
+    assert limit_repeated_answers(pairs, max_share=0.02) == kept  # the same choice each time (seeded)
+    assert len(limit_repeated_answers(pairs, max_share=0.02, seed=1)) == len(kept)
+    assert len(limit_repeated_answers(pairs, max_share=0.001)) == 103  # never fewer than 3 per answer
+    assert limit_repeated_answers(pairs, max_share=1.0) == pairs
