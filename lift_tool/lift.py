@@ -64,6 +64,13 @@ class Answer:
     least_token_probability: float = 1.0  # how sure the model was of the least sure token of ``text``
 
 
+def keeps_adapter_answer(reply: Reply, min_probability: float) -> bool:
+    """Whether lift+rag keeps the adapter's answer rather than read the passages without it: the model gave every
+    token at least ``min_probability``, and the answer is not that the document does not tell. An adapter says
+    so, sure of it, about details its training questions missed; the retrieved passages may hold them."""
+    return reply.least_token_probability >= min_probability and not is_abstention(reply.text)
+
+
 def _names_a_file(text: str) -> bool:
     """Whether a string is meant as a path: an existing file, or one line ending in a document suffix."""
     if "\n" in text or len(text) >= 4096:
@@ -341,7 +348,7 @@ class Lift:
         ``lift+rag`` (both), ``context`` (the document itself, cut to the model's window), ``auto`` (``lift+rag``
         where the documents have adapters, else ``context`` if they fit the window, else ``rag``).
         ``lift+rag`` answers from the chunks without the adapter (``mode`` "rag" in the answer) when the adapter is
-        unsure of its answer (``settings.retrieval.adapter_min_probability``).
+        unsure of its answer (``settings.retrieval.adapter_min_probability``) or says the document does not tell.
         ``context``: your own text for the prompt, with ``base`` or ``lift`` (e.g. the adapter plus a passage).
         """
         from lift_tool.answer import context_budget, fit_context, generate_reply
@@ -496,7 +503,7 @@ class Lift:
         # and the adapter's answer stops at its first unsure token: the rest would be thrown away.
         min_probability = self.settings.retrieval.adapter_min_probability
         reply = self._answer_with_adapters(adapters, titles, generate, None, give_up_below=min_probability)
-        if reply.least_token_probability < min_probability:
+        if not keeps_adapter_answer(reply, min_probability):
             with self.pool.base() as model:
                 reply, mode = generate(model, titles, None, "base"), "rag"
         if on_text:

@@ -29,7 +29,7 @@ def messages(question: str, titles: list[str], context: str | None = None) -> li
 
 
 def is_abstention(answer: str) -> bool:
-    """Whether an answer says the document does not tell (used by evaluation of unanswerable questions)."""
+    """Whether an answer says the document does not tell (evaluation of unanswerable questions; lift+rag)."""
     lowered = answer.lower()
     return any(phrase in lowered for phrase in ("does not say", "doesn't say", "not mentioned", "does not mention"))
 

@@ -1,7 +1,8 @@
 import pytest
 
 from lift_tool.errors import ConfigError, InputError, UnknownDocumentError
-from lift_tool.lift import NOTHING_MATCHES, Lift
+from lift_tool.answer import Reply
+from lift_tool.lift import NOTHING_MATCHES, Lift, keeps_adapter_answer
 
 TEXT = """# Brimley
 
@@ -69,6 +70,15 @@ def test_lift_rag_sets_aside_an_adapter_answer_the_model_is_unsure_of(lift):
     assert set_aside.mode == "rag" and set_aside.chunks == rag.chunks
     assert (set_aside.text, set_aside.least_token_probability) == (rag.text, rag.least_token_probability)
     assert streamed == [set_aside.text]  # only the answer given, not the one set aside
+
+
+def test_lift_rag_keeps_a_sure_answer_unless_it_says_the_document_does_not_tell():
+    assert keeps_adapter_answer(Reply("Agatha Moorcroft", 0.9), min_probability=0.5)
+    assert not keeps_adapter_answer(Reply("Agatha Moorcroft", 0.4), min_probability=0.5)
+    assert keeps_adapter_answer(Reply("Agatha Moorcroft", 0.4), min_probability=0.0)
+    # However sure: the retrieved passages may tell what the adapter did not learn.
+    assert not keeps_adapter_answer(Reply("The document does not say.", 0.99), min_probability=0.5)
+    assert not keeps_adapter_answer(Reply("The document does not say.", 0.99), min_probability=0.0)
 
 
 def test_document_is_chosen_by_the_question(lift):
