@@ -4,8 +4,9 @@
 lift+rag answers with the adapter and the retrieved passages. When the model gave some token of that answer less
 than the setting's probability, lift+rag sets the answer aside and reads the passages without the adapter, as rag
 does. This script takes the adapters and rag answers of the runs that ``bench_quality.py`` left in its work folders
-(run it first), asks every question once more with lift+rag keeping every adapter answer (setting 0), and scores
-each threshold: the adapter's answer where it was sure enough, the rag answer elsewhere.
+(run it first), asks every question once more with lift+rag keeping every adapter answer (setting 0; an answer
+that says the document does not tell is set aside whatever the setting), and scores each threshold: the adapter's
+answer where it was sure enough, the rag answer elsewhere.
 
     python benchmarks/bench_adapter_trust.py [--runs qwen2.5-coder-0.5b:squad,smollm2-135m:loogle-short,...]
 
@@ -80,7 +81,8 @@ def adapter_answers(folder: Path, name: str) -> list[dict]:
         answer = lift.ask(question.prompt, [documents[rag["doc_id"]]["lift_doc_id"]], mode="lift+rag")
         adapter = {**rag, "method": "adapter", "prediction": answer.text, **score_answer(question, answer.text),
                    "latency_s": round(answer.seconds, 3)}
-        out.append({"adapter": adapter, "rag": rag, "least_token_probability": answer.least_token_probability})
+        out.append({"adapter": adapter, "rag": rag, "least_token_probability": answer.least_token_probability,
+                    "said_not_told": answer.mode == "rag"})  # set aside at any threshold: it is the rag answer
         print(f"  [{number}/{len(rag_rows)}] p={answer.least_token_probability:.2f} {answer.text[:60]!r}", flush=True)
     return out
 
@@ -94,7 +96,7 @@ def sweep(answers: list[dict], documents: dict) -> list[dict]:
     for threshold in THRESHOLDS:
         rows, seconds, kept = [], [], 0
         for item in answers:
-            keep = item["least_token_probability"] >= threshold
+            keep = not item.get("said_not_told") and item["least_token_probability"] >= threshold
             kept += keep
             rows.append({**(item["adapter"] if keep else item["rag"]), "method": "lift+rag"})
             seconds.append(item["adapter"]["latency_s"] + (0 if keep else item["rag"]["latency_s"]))
@@ -148,8 +150,8 @@ def main() -> None:
         "gave every token of it at least the threshold's probability, and otherwise answers from the passages "
         "without the adapter, as rag does. The runs are those of `bench_quality.py` (its reports: "
         "`quality-MODEL.md`): the same adapters, and its rag answers. Every question was asked again with lift+rag "
-        "keeping every adapter answer (threshold 0), and each threshold below takes the adapter's answer where the "
-        "model was sure enough and the rag answer elsewhere. Seconds: the adapter's answer, plus the rag answer "
+        "keeping every adapter answer (threshold 0) but one that says the document does not tell, and each threshold "
+        "below takes the adapter's answer where the model was sure enough and the rag answer elsewhere. Seconds: the adapter's answer, plus the rag answer "
         "where it was set aside.",
         "",
         f"The default is {default:g}: keep the adapter's answer when each of its tokens was at least as likely as "
