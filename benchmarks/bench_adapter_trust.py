@@ -150,9 +150,9 @@ def main() -> None:
         "gave every token of it at least the threshold's probability, and otherwise answers from the passages "
         "without the adapter, as rag does. The runs are those of `bench_quality.py` (its reports: "
         "`quality-MODEL.md`): the same adapters, and its rag answers. Every question was asked again with lift+rag "
-        "keeping every adapter answer (threshold 0) but one that says the document does not tell, and each threshold "
-        "below takes the adapter's answer where the model was sure enough and the rag answer elsewhere. Seconds: the adapter's answer, plus the rag answer "
-        "where it was set aside.",
+        "keeping every adapter answer (threshold 0) but one that says the document does not tell, and each "
+        "threshold below takes the adapter's answer where the model was sure enough and the rag answer elsewhere. "
+        "Seconds: the adapter's answer, plus the rag answer where it was set aside.",
         "",
         f"The default is {default:g}: keep the adapter's answer when each of its tokens was at least as likely as "
         "not. It was set from these same runs, so it is not a held-out choice; it is the even-odds point, not the "
