@@ -96,7 +96,7 @@ def sweep(answers: list[dict], documents: dict) -> list[dict]:
     for threshold in THRESHOLDS:
         rows, seconds, kept = [], [], 0
         for item in answers:
-            keep = not item.get("said_not_told") and item["least_token_probability"] >= threshold
+            keep = not item["said_not_told"] and item["least_token_probability"] >= threshold
             kept += keep
             rows.append({**(item["adapter"] if keep else item["rag"]), "method": "lift+rag"})
             seconds.append(item["adapter"]["latency_s"] + (0 if keep else item["rag"]["latency_s"]))
