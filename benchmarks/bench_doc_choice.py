@@ -35,7 +35,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from memory.retrieval import DEFAULT_DOC_MARGIN, DEFAULT_DOC_THRESHOLD, RetrievalStore  # noqa: E402
+from lift_tool.memory.retrieval import DEFAULT_DOC_MARGIN, DEFAULT_DOC_THRESHOLD, RetrievalStore  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results" / "doc_choice.md"
 SWEEP = [round(0.20 + 0.025 * i, 3) for i in range(13)]  # 0.20 .. 0.50

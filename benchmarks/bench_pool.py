@@ -85,7 +85,7 @@ def build_adapters(home: str, spec: str, device: str, threads: int) -> dict:
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from memory.registry import Registry
+    from lift_tool.memory.registry import Registry
 
     loaded = load(spec, device, threads)
     registry = Registry(Path(home))
@@ -119,8 +119,8 @@ def run_pool(home: str, spec: str, device: str, threads: int, capacity: int, swi
 
     import torch
 
-    from memory.pool import AdapterPool
-    from memory.registry import Registry
+    from lift_tool.memory.pool import AdapterPool
+    from lift_tool.memory.registry import Registry
 
     loaded = load(spec, device, threads)
     registry = Registry(Path(home))
@@ -201,7 +201,7 @@ def peft_baseline(home: str, spec: str, device: str, threads: int, count: int = 
 
     from peft import PeftModel
 
-    from memory.registry import Registry
+    from lift_tool.memory.registry import Registry
 
     warnings.simplefilter("ignore")
     loaded = load(spec, device, threads)

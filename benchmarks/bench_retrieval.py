@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO))
 
 from lift_tool.evaluate import load_dataset  # noqa: E402
 from lift_tool.metrics import normalize_answer  # noqa: E402
-from memory.retrieval import SEARCH_METHODS, RetrievalStore  # noqa: E402
+from lift_tool.memory.retrieval import SEARCH_METHODS, RetrievalStore  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
 KS = (1, 4, 8)  # 4 is what the prompt gets by default (RetrievalSettings.k)

@@ -12,8 +12,8 @@ conversation outgrows its share of the model's window, its older part is absorbe
 import argparse
 from pathlib import Path
 
-from graphs.doc_qa import build_graph
-from graphs.router import graph as router
+from lift_tool.graphs.doc_qa import build_graph
+from lift_tool.graphs.router import graph as router
 from lift_tool.demo import sample_document_path
 
 

@@ -11,7 +11,7 @@ any ``init_chat_model`` spec to plan and write the report instead; answers still
 import argparse
 from pathlib import Path
 
-from graphs.research_assistant import graph
+from lift_tool.graphs.research_assistant import graph
 
 HERE = Path(__file__).resolve().parent
 

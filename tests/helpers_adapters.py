@@ -111,7 +111,7 @@ def churn_worker(home: str, source: str, worker: int, rounds: int, barrier) -> N
     """Add, remove and re-add documents in a loop, then (after every worker is done churning) add the
     worker's own document and the shared one a last time. Exits non-zero on any unexpected error."""
     from lift_tool.errors import UnknownDocumentError
-    from memory.registry import Registry
+    from lift_tool.memory.registry import Registry
 
     try:
         registry = Registry(Path(home))

@@ -140,7 +140,7 @@ def test_cli_absorb_with_unsloth_on_cpu_fails_in_one_line(tiny_model_dir, tmp_pa
     assert len(errors) == 1, result.stderr
     assert "CUDA" in errors[0] and "--backend peft" in errors[0]
     # Nothing was stored.
-    from memory.registry import Registry
+    from lift_tool.memory.registry import Registry
 
     assert Registry(home).list_documents() == []
 

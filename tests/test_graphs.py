@@ -34,7 +34,7 @@ def configurable(tiny_model_dir, lift_home, tmp_path) -> dict:
 
 
 def lift_for(configurable: dict):
-    from graphs import Configuration
+    from lift_tool.graphs import Configuration
 
     return Configuration(**configurable).lift()
 
@@ -56,7 +56,7 @@ def subprocess_env(**extra: str) -> dict:
 
 
 def test_router_passes_a_short_document_in_context(configurable):
-    from graphs.router import graph
+    from lift_tool.graphs.router import graph
 
     out = graph.invoke({"source": NOTE}, {"configurable": configurable})
     assert out["route"] == "context" and out["status"] == "in context"
@@ -67,7 +67,7 @@ def test_router_passes_a_short_document_in_context(configurable):
 
 
 def test_router_absorbs_a_long_document_within_the_budget(configurable):
-    from graphs.router import graph
+    from lift_tool.graphs.router import graph
 
     out = graph.invoke({"source": long_text("Bellwick")}, {"configurable": configurable})
     assert out["route"] == "absorb" and out["status"] == "absorbed", out
@@ -77,7 +77,7 @@ def test_router_absorbs_a_long_document_within_the_budget(configurable):
 
 
 def test_router_sends_a_document_past_the_budget_to_retrieval(configurable):
-    from graphs.router import graph
+    from lift_tool.graphs.router import graph
 
     out = graph.invoke({"source": long_text("Bellwick")}, {"configurable": {**configurable, "budget_seconds": 5}})
     assert out["route"] == "retrieve" and out["status"] == "indexed"
@@ -87,7 +87,7 @@ def test_router_sends_a_document_past_the_budget_to_retrieval(configurable):
 
 
 def test_an_override_imposes_the_route(configurable):
-    from graphs.router import graph
+    from lift_tool.graphs.router import graph
 
     by_config = graph.invoke({"source": NOTE}, {"configurable": {**configurable, "route_override": "retrieve"}})
     assert by_config["route"] == "retrieve" and "override" in by_config["reason"]
@@ -96,7 +96,7 @@ def test_an_override_imposes_the_route(configurable):
 
 
 def test_background_absorption_returns_at_once(configurable):
-    from graphs.router import graph
+    from lift_tool.graphs.router import graph
 
     out = graph.invoke({"source": long_text("Pellwick")}, {"configurable": {**configurable, "background": True}})
     assert out["route"] == "absorb" and out["status"] == "absorbing"
@@ -110,7 +110,7 @@ def test_background_absorption_returns_at_once(configurable):
 
 
 def test_the_router_reports_bad_input_in_the_state(configurable):
-    from graphs.router import graph
+    from lift_tool.graphs.router import graph
 
     missing = graph.invoke({"source": "/no/such/report.md"}, {"configurable": configurable})
     assert missing["status"] == "error" and "file not found" in missing["error"]
@@ -123,8 +123,8 @@ def test_the_router_reports_bad_input_in_the_state(configurable):
 
 SESSION = """
 import json, sys, time
-from graphs.doc_qa import build_graph
-from graphs.router import graph as router
+from lift_tool.graphs.doc_qa import build_graph
+from lift_tool.graphs.router import graph as router
 
 db, question, document, then = sys.argv[1:5]
 config = {"configurable": {"thread_id": "session-1", **json.loads(sys.argv[5])}}
@@ -173,7 +173,7 @@ def test_a_session_resumes_after_the_process_is_killed(configurable, tmp_path):
 def test_the_conversation_is_absorbed_when_it_outgrows_its_window(configurable, tmp_path):
     from langgraph.checkpoint.memory import InMemorySaver
 
-    from graphs.doc_qa import build_graph
+    from lift_tool.graphs.doc_qa import build_graph
 
     session = build_graph(checkpointer=InMemorySaver())
     config = {"configurable": {**configurable, "thread_id": "long", "conversation_tokens": 20}}
@@ -194,7 +194,7 @@ def test_the_conversation_is_absorbed_when_it_outgrows_its_window(configurable, 
 
 
 def test_a_bad_document_name_is_answered_not_raised(configurable):
-    from graphs.doc_qa import build_graph
+    from lift_tool.graphs.doc_qa import build_graph
 
     out = build_graph().invoke({"messages": [("user", "Who built it?")], "documents": ["no-such-document"]},
                                {"configurable": configurable})
@@ -205,7 +205,7 @@ def test_a_bad_document_name_is_answered_not_raised(configurable):
 
 
 def test_the_research_assistant_plans_answers_and_reports_with_a_configured_model(configurable):
-    from graphs.research_assistant import build_graph
+    from lift_tool.graphs.research_assistant import build_graph
     from lift_tool.chat_model import ScriptedChatModel
 
     planner = ScriptedChatModel(script=["1. What is kelp glass made from?\n- Who built the tidal station?\nGlass is nice."])
@@ -225,7 +225,7 @@ def test_the_research_assistant_plans_answers_and_reports_with_a_configured_mode
 
 
 def test_the_research_assistant_stops_on_an_empty_or_missing_folder(configurable, tmp_path):
-    from graphs.research_assistant import graph
+    from lift_tool.graphs.research_assistant import graph
 
     missing = graph.invoke({"question": "Anything?", "folder": str(tmp_path / "nope")}, {"configurable": configurable})
     assert missing["report"].startswith("No report: the folder") and missing["documents"] == []

@@ -11,9 +11,9 @@ import pytest
 from helpers_adapters import build_lora, store_adapter
 
 from lift_tool.errors import CorruptAdapterError, IncompatibleAdapterError
-from memory import pool as pool_module
-from memory.pool import AdapterPool
-from memory.registry import Registry
+from lift_tool.memory import pool as pool_module
+from lift_tool.memory.pool import AdapterPool
+from lift_tool.memory.registry import Registry
 
 TEXTS = {name: f"Document {name}: " + f"facts about {name}. " * 30 for name in ("one", "two", "three", "wide")}
 PROMPT = "The quick brown fox jumps over the lazy dog because"

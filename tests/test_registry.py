@@ -39,8 +39,8 @@ from lift_tool.errors import (
     LiftError,
     UnknownDocumentError,
 )
-from memory import registry as registry_module
-from memory.registry import Registry, StorageError, adapter_key
+from lift_tool.memory import registry as registry_module
+from lift_tool.memory.registry import Registry, StorageError, adapter_key
 
 BASE = "llama-fp-base"
 TEXT_A = "Alpha document. It talks about the first topic at length. " * 10
@@ -321,7 +321,7 @@ FULL_DISK_SCRIPT = textwrap.dedent(
     from pathlib import Path
     sys.path[:0] = [sys.argv[3], sys.argv[4]]
     from helpers_adapters import copy_adapter_files, doc_id_for, store_adapter, write_manifest, tree_bytes
-    from memory.registry import Registry, StorageError
+    from lift_tool.memory.registry import Registry, StorageError
 
     mount, source = Path(sys.argv[1]), Path(sys.argv[2])
     registry = Registry(mount / "home")

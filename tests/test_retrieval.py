@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from lift_tool.errors import ConfigError, InputError, LiftError, ModelError
-from memory.retrieval import (
+from lift_tool.memory.retrieval import (
     EMBEDDING_DIM,
     OfflineEmbedder,
     RetrievalStore,
@@ -233,7 +233,7 @@ def test_embedder_satisfies_chromas_protocol(embedder):
 def test_missing_model_package_says_how_to_install(monkeypatch):
     import importlib.util
 
-    from memory import retrieval
+    from lift_tool.memory import retrieval
 
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(
@@ -397,7 +397,7 @@ def test_reopens_in_a_fresh_process(store):
     there = run_python(
         f"""
         import json
-        from memory.retrieval import RetrievalStore
+        from lift_tool.memory.retrieval import RetrievalStore
         s = RetrievalStore({str(store.path)!r}, chunk_tokens=60, chunk_overlap=15)
         hits = s.search({question!r}, k=2)
         print(json.dumps({{"ids": s.document_ids(), "hits": [[h.doc_id, h.index, h.score] for h in hits]}}))
@@ -452,7 +452,7 @@ def test_folder_removed_under_a_live_store(store, embedder):
     there = run_python(
         f"""
         import json
-        from memory.retrieval import RetrievalStore
+        from lift_tool.memory.retrieval import RetrievalStore
         s = RetrievalStore({str(store.path)!r})
         print(json.dumps({{"ids": s.document_ids(), "count": s._collection().count()}}))
         """

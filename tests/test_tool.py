@@ -303,15 +303,3 @@ def test_the_agent_loop_on_the_real_model(lift_home, tmp_path):
     final = result["messages"][-1].content
     assert "red" in final.lower().split("sources")[0]  # the fact, from the document in the prompt
     assert f'"The Bellmoor lighthouse" [{lift.documents()[0].short_id}]' in final
-
-
-def test_lift_tool_stays_light_and_graphs_stay_out():
-    code = ("import sys, lift_tool, lift_tool.lift; "
-            "heavy = [m for m in ('lift_tool.tool', 'lift_tool.chat_model', 'langchain_core', 'torch', 'graphs') "
-            "if m in sys.modules]; print(heavy)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
-    assert out.stdout.strip() == "[]"
-    for package in ("lift_tool", "memory"):
-        for source in (ROOT / package).rglob("*.py"):
-            text = source.read_text()
-            assert "import graphs" not in text and "from graphs" not in text, source
