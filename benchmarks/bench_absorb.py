@@ -10,98 +10,36 @@ default settings (whatever lift_tool.config says when this runs), timing:
   training tok/s  tokens through the model per second of the loop (the manifest's tokens_per_second)
   peak RSS        the process's resident memory while absorbing (sampled every 20 ms)
 
-With --budget-seconds (and --budget-above T: only for documents longer than T tokens), a length whose training stops at the budget is reported as such, with its projected full
-time (planned steps x measured seconds per step), marked "projected".
+With --budget-seconds (and --budget-above T: only for documents longer than T tokens), a length whose training
+stops at the budget is reported as such, with its projected full time (planned steps x measured seconds per
+step), marked "projected".
 
     python benchmarks/bench_absorb.py [--model smollm2-135m] [--lengths 1000,2000,4000,8000,16000]
-                                      [--budget-seconds S [--budget-above T]] [--home DIR] [--out benchmarks/results]
+                                      [--budget-seconds S [--budget-above T]] [--home DIR] [--out DIR]
 
-Writes benchmarks/results/absorb.md (absorb-<model>.md for another model) and the matching .json.
+Writes benchmarks/results/absorb/MODEL.md and MODEL.json.
 """
 
 from __future__ import annotations
 
 import argparse
-import ast
 import json
-import os
-import platform
-import re
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+from common import (
+    absorb_home, cut_to_tokens, header, longest_loogle_document, machine, model_tag, results_dir, started_at,
+    write_json,
+)
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-DATA = REPO.parent / "shared" / "data"
 TWO_K_FLOOR_S = 90.0  # issue #2: a 2,000-token document on the default model, 2-core CPU, wall time
-
-
-def longest_loogle_document(data: Path = DATA) -> tuple[str, str, list[dict]]:
-    """(title, text, qa pairs) of the longest LooGLE document on disk, with its short-dependency questions."""
-    best = None
-    for name in ("shortdep_qa.jsonl", "longdep_qa.jsonl"):
-        for line in (data / "loogle" / name).read_text(encoding="utf-8").splitlines():
-            record = json.loads(line)
-            if best is None or len(record["input"]) > len(best["input"]):
-                best = record
-    pairs = ast.literal_eval(best["qa_pairs"]) if isinstance(best["qa_pairs"], str) else best["qa_pairs"]
-    return best["title"], best["input"], pairs
-
-
-def cut_to_tokens(tokenizer, text: str, tokens: int) -> str:
-    """The longest prefix of ``text`` that ends at a sentence boundary and has at most ``tokens`` tokens."""
-    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    if len(encoded["input_ids"]) <= tokens:
-        raise SystemExit(f"the source text has only {len(encoded['input_ids']):,} tokens, fewer than {tokens:,}")
-    limit = encoded["offset_mapping"][tokens][0]  # first character past the token budget
-    ends = [m.end() for m in re.finditer(r"[.!?][\"')\]]?(?=\s)", text[:limit])]
-    return text[: ends[-1]] if ends else text[:limit]
-
-
-def model_tag(spec: str) -> str:
-    """A model spec as a file-name part: the bundled name, or a folder's / file's name."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", Path(spec).name if "/" in spec else spec)
-
-
-def report_name(kind: str, spec: str) -> str:
-    """absorb.md for the default model, absorb-MODEL.md for another one."""
-    return kind if spec in ("smollm2-135m", "smollm2", "default") else f"{kind}-{model_tag(spec)}"
-
-
-def default_home(spec: str) -> Path:
-    """Where the benchmark keeps its absorbed documents, so bench_questions.py reuses them."""
-    return Path.home() / ".cache" / "lift-tool" / "bench" / f"absorb-{model_tag(spec)}"
-
-
-TIMING_NOTE = ("Timings depend on what else runs on the machine: the load average at the start is recorded with the "
-               "machine, and a load near the core count means another job shared the CPU.")
-
-
-def machine() -> str:
-    import torch
-    import transformers
-    import peft
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        names = [l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")]
-        cpu = names[0] if names else cpu
-    except OSError:
-        pass
-    gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ", no GPU"
-    return (f"{cpu}, {os.cpu_count()} cores{gpu}; load average at start {os.getloadavg()[0]:.1f}; Python "
-            f"{platform.python_version()}, torch {torch.__version__}, transformers {transformers.__version__}, "
-            f"peft {peft.__version__}; {torch.get_num_threads()} torch threads")
 
 
 def absorb_lengths(spec: str, device: str, lengths: list[int], budget: float | None, home: Path | None,
                    budget_above: int = 0) -> list[dict]:
     from lift_tool.config import load_settings
-    from lift_tool.evaluate import MemoryMeter
+    from lift_tool.eval import MemoryMeter
     from lift_tool.lift import Lift
     from lift_tool.models import load_model
 
@@ -112,7 +50,7 @@ def absorb_lengths(spec: str, device: str, lengths: list[int], budget: float | N
     rows = []
     for length in lengths:
         text = cut_to_tokens(loaded.tokenizer, source, length)
-        where = (home or default_home(spec)) / device
+        where = (home or absorb_home(spec)) / device
         lift = Lift(settings.model_copy(update={"home": where}), model=loaded)
         print(f"[{device}] absorbing {length:,} tokens ...", file=sys.stderr, flush=True)
         document = lift.read(text, title=title)
@@ -127,22 +65,22 @@ def absorb_lengths(spec: str, device: str, lengths: list[int], budget: float | N
         row = {
             "device": device,
             "target_tokens": length,
-            "tokens": manifest["tokens"],
+            "tokens": manifest.tokens,
             "wall_s": round(wall, 1),
-            "train_s": manifest["train_seconds"],
-            "steps": manifest["steps"],
-            "planned_steps": manifest["planned_steps"],
-            "stopped_by_budget": manifest["stopped_by_budget"],
-            "tokens_trained": manifest["tokens_trained"],
-            "tokens_per_second": manifest["tokens_per_second"],
-            "doc_tokens_per_second": round(manifest["tokens"] / wall, 1),
-            "qa_pairs": manifest["qa_pairs"],
-            "final_loss": manifest["losses"]["final"],
-            "precision": manifest.get("precision"),
+            "train_s": manifest.train_seconds,
+            "steps": manifest.steps,
+            "planned_steps": manifest.planned_steps,
+            "stopped_by_budget": manifest.stopped_by_budget,
+            "tokens_trained": manifest.tokens_trained,
+            "tokens_per_second": manifest.tokens_per_second,
+            "doc_tokens_per_second": round(manifest.tokens / wall, 1),
+            "qa_pairs": manifest.qa_pairs,
+            "final_loss": manifest.losses["final"],
+            "precision": manifest.precision,
             **meter.peak(),
         }
         if row["stopped_by_budget"]:
-            row["projected_train_s"] = round(manifest["train_seconds"] * manifest["planned_steps"] / max(1, manifest["steps"]), 1)
+            row["projected_train_s"] = round(manifest.train_seconds * manifest.planned_steps / max(1, manifest.steps), 1)
         rows.append(row)
         print(json.dumps(row), file=sys.stderr, flush=True)
     meter.close()
@@ -150,20 +88,13 @@ def absorb_lengths(spec: str, device: str, lengths: list[int], budget: float | N
 
 
 def layers_trained(fraction: float | None) -> str:
-    """The settings' layer_fraction in words; None leaves the choice to the model's size (absorb.settings_for_model)."""
+    """The settings' layer_fraction in words; None leaves the choice to the model's size (settings_for_model)."""
     return "layers chosen by model size" if fraction is None else f"the upper {fraction:.0%} of the layers"
 
 
 def render(rows: list[dict], args, started: str, seconds: float, description: str, training: dict) -> str:
     lines = [
-        "# Absorption: time against document length",
-        "",
-        f"Command: `python benchmarks/bench_absorb.py {' '.join(sys.argv[1:])}`, {started}, {seconds / 60:.1f} min in all.",
-        "",
-        f"Machine: {description}.",
-        "",
-        TIMING_NOTE,
-        "",
+        *header("Absorption: time against document length", started, description, seconds / 60),
         f"Model: `{args.model}`. Documents: prefixes of the longest LooGLE document on disk, cut at sentence "
         "boundaries to at most the target length in the model's tokens. Settings: the defaults when this ran "
         f"(LoRA rank {training['lora'].get('rank')} on {layers_trained(training['lora'].get('layer_fraction'))}, "
@@ -213,7 +144,7 @@ def main() -> None:
     parser.add_argument("--home", type=Path, help="memory for the absorbed documents (default: "
                         "~/.cache/lift-tool/bench/absorb-MODEL, which bench_questions.py reuses)")
     parser.add_argument("--devices", default="auto", help="auto: cpu, plus cuda when present; or a list")
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    parser.add_argument("--out", type=Path, default=results_dir("absorb"))
     args = parser.parse_args()
 
     import torch
@@ -222,7 +153,7 @@ def main() -> None:
 
     lengths = [int(x) for x in args.lengths.split(",")]
     devices = (["cpu"] + (["cuda"] if torch.cuda.is_available() else [])) if args.devices == "auto" else args.devices.split(",")
-    started = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    started = started_at()
     description = machine()
     t0 = time.monotonic()
     rows = [row for device in devices
@@ -230,10 +161,9 @@ def main() -> None:
     settings = load_settings(model=args.model)
     training = {"lora": settings.lora.model_dump(), "training": settings.training.model_dump(),
                 "fingerprint": settings.training_fingerprint()}
-    name = report_name("absorb", args.model)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{name}.json").write_text(json.dumps({"command": sys.argv, "started": started, "machine": description,
-                                                       "settings": training, "rows": rows}, indent=1))
+    name = model_tag(args.model)
+    write_json(args.out / f"{name}.json", {"command": sys.argv, "started": started, "machine": description,
+                                           "settings": training, "rows": rows})
     (args.out / f"{name}.md").write_text(render(rows, args, started, time.monotonic() - t0, description, training))
     print(f"wrote {args.out / (name + '.md')}")
 

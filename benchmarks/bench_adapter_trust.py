@@ -9,70 +9,32 @@ that says the document does not tell is set aside whatever the setting), and sco
 answer where it was sure enough, the rag answer elsewhere.
 
     python benchmarks/bench_adapter_trust.py [--runs qwen2.5-coder-0.5b:squad,smollm2-135m:loogle-short,...]
+        [--work DIR] [--out DIR]
 
-Writes benchmarks/results/adapter_trust.md and adapter_trust.json.
+Writes one report per model of the runs: benchmarks/results/adapter_trust/MODEL.md, with MODEL.json.gz (the
+sweep and every adapter answer).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
-import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks"))
-
-from bench_absorb import TIMING_NOTE, machine  # noqa: E402
-from bench_quality import SETS  # noqa: E402
+from common import (
+    WORK, find_work_folder, header, machine, model_tag, open_run, read_json, results_dir, started_at, write_json,
+)
 
 RUNS = [f"{model}:{name}" for model in ("qwen2.5-coder-0.5b", "smollm2-135m")
         for name in ("squad", "loogle-short", "loogle-long")]
 THRESHOLDS = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
 
 
-def find_work_folder(work: Path, model: str, name: str) -> Path:
-    """The bench_quality work folder of this model and set for the current recipe and number format."""
-    from bench_absorb import model_tag
-    from lift_tool.config import load_settings
-    from lift_tool.evaluate import answer_dtype
-
-    settings = load_settings(model=model)
-    folder = work / f"quality-{model_tag(model)}-{name}-{settings.training_fingerprint()[:8]}-{answer_dtype(settings)}"
-    if not (folder / "results.json").is_file():
-        sys.exit(f"no finished run in {folder}: run `python benchmarks/bench_quality.py --model {model} --sets {name}` first")
-    return folder
-
-
-def open_run(folder: Path, name: str, **retrieval) -> tuple:
-    """What a finished run left: a Lift on its memory, with the run's model, window and answer length (and the
-    ``retrieval`` settings given changed), its documents.json, its questions by (doc_id, index), and its rag rows."""
-    from lift_tool.config import load_settings
-    from lift_tool.evaluate import load_dataset
-    from lift_tool.lift import Lift
-
-    run = json.loads((folder / "run.json").read_text())
-    given = {"model": run["model"], "context_window": run["context_window"], "max_new_tokens": run["max_new_tokens"]}
-    settings = load_settings(**{key: value for key, value in given.items() if value is not None})
-    changed = settings.retrieval.model_copy(update=retrieval)
-    lift = Lift(settings.model_copy(update={"home": folder / "memory", "retrieval": changed}))
-    documents = json.loads((folder / "documents.json").read_text())
-    questions = {(d.doc_id, q.index): q for d in load_dataset(SETS[name][0]) for q in d.questions}
-    rag_rows = [row for row in json.loads((folder / "results.json").read_text()) if row["method"] == "rag"]
-    return lift, documents, questions, rag_rows
-
-
 def adapter_answers(folder: Path, name: str) -> list[dict]:
     """Every question of the run asked again with lift+rag keeping every adapter answer; one row per question
     with the adapter's answer, its score and least token probability, and the run's rag row."""
-    from lift_tool.evaluate import score_answer
+    from lift_tool.eval import score_answer
 
     lift, documents, questions, rag_rows = open_run(folder, name, adapter_min_probability=0.0)
     out = []
@@ -90,7 +52,7 @@ def adapter_answers(folder: Path, name: str) -> list[dict]:
 def sweep(answers: list[dict], documents: dict) -> list[dict]:
     """Per threshold: F1 of lift+rag, how often it kept the adapter's answer, and its mean seconds per question
     (the adapter's answer, plus the rag answer where it was set aside)."""
-    from lift_tool.evaluate import summarise
+    from lift_tool.eval import summarise
 
     lines = []
     for threshold in THRESHOLDS:
@@ -106,57 +68,21 @@ def sweep(answers: list[dict], documents: dict) -> list[dict]:
     return lines
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", default=",".join(RUNS), help="MODEL:SET pairs (sets of bench_quality.py)")
-    parser.add_argument("--work", type=Path, default=Path.home() / ".cache" / "lift-tool" / "bench")
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
-    args = parser.parse_args()
-    from lift_tool.evaluate import summarise
-
-    started = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    description = machine()
-    t0 = time.monotonic()
-    results = {}
-    for run in args.runs.split(","):
-        model, name = run.split(":")
-        folder = find_work_folder(args.work, model, name)
-        print(f"{run}: {folder}", flush=True)
-        documents = json.loads((folder / "documents.json").read_text())
-        rows = json.loads((folder / "results.json").read_text())
-        reference = summarise([r for r in rows if r["method"] in ("context", "rag")], documents)
-        answers = adapter_answers(folder, name)
-        results[run] = {"context_f1": reference["context"]["f1"], "rag_f1": reference["rag"]["f1"],
-                        "questions": len(answers), "sweep": sweep(answers, documents),
-                        "answers": [{"doc_id": a["rag"]["doc_id"], "index": a["rag"]["index"],
-                                     "adapter": a["adapter"]["prediction"], "adapter_score": a["adapter"]["score"],
-                                     "rag_score": a["rag"]["score"],
-                                     "least_token_probability": round(a["least_token_probability"], 4)}
-                                    for a in answers]}
-    minutes = (time.monotonic() - t0) / 60
-
-    from lift_tool.config import Settings
-
-    default = Settings().retrieval.adapter_min_probability
+def render(model: str, results: dict, default: float, started: str, minutes: float, description: str) -> str:
+    """The report of one model's runs."""
     lines = [
-        "# lift+rag: how sure the adapter must be of its answer",
-        "",
-        f"Command: `{' '.join(['python benchmarks/bench_adapter_trust.py', *sys.argv[1:]])}`, {started}, "
-        f"{minutes:.1f} min.",
-        "",
-        f"Machine: {description}. {TIMING_NOTE}",
-        "",
+        *header(f"lift+rag: how sure the adapter must be of its answer: `{model}`", started, description, minutes),
         "lift+rag answers with the document's adapter and the retrieved passages. It keeps that answer when the model "
         "gave every token of it at least the threshold's probability, and otherwise answers from the passages "
         "without the adapter, as rag does. The runs are those of `bench_quality.py` (its reports: "
-        "`quality-MODEL.md`): the same adapters, and its rag answers. Every question was asked again with lift+rag "
-        "keeping every adapter answer (threshold 0) but one that says the document does not tell, and each "
-        "threshold below takes the adapter's answer where the model was sure enough and the rag answer elsewhere. "
-        "Seconds: the adapter's answer, plus the rag answer where it was set aside.",
+        "`results/quality/MODEL-SET.md`): the same adapters, and its rag answers. Every question was asked again "
+        "with lift+rag keeping every adapter answer (threshold 0) but one that says the document does not tell, and "
+        "each threshold below takes the adapter's answer where the model was sure enough and the rag answer "
+        "elsewhere. Seconds: the adapter's answer, plus the rag answer where it was set aside.",
         "",
         f"The default is {default:g}: keep the adapter's answer when each of its tokens was at least as likely as "
-        "not. It was set from these same runs, so it is not a held-out choice; it is the even-odds point, not the "
-        "best point of any one run.",
+        "not. It was set from the first sweep of this kind (on both models' first quality runs), so it is not a "
+        "held-out choice; it is the even-odds point, not the best point of any one run.",
         "",
     ]
     for run, result in results.items():
@@ -169,10 +95,49 @@ def main() -> None:
             lines.append(f"| {line['threshold']:g}{mark} | {line['f1']:.1f} | {line['kept_percent']:.0f} | "
                          f"{line['mean_s']:.2f} |")
         lines.append("")
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "adapter_trust.md").write_text("\n".join(lines))
-    (args.out / "adapter_trust.json").write_text(json.dumps(results, indent=1))
-    print("\n".join(lines))
+    lines.append(f"Rows (the sweep and every adapter answer with its least token probability): "
+                 f"`{model_tag(model)}.json.gz`.")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", default=",".join(RUNS), help="MODEL:SET pairs (sets of bench_quality.py)")
+    parser.add_argument("--work", type=Path, default=WORK, help="bench_quality.py's --work")
+    parser.add_argument("--out", type=Path, default=results_dir("adapter_trust"))
+    args = parser.parse_args()
+    from lift_tool.eval import summarise
+
+    started = started_at()
+    description = machine()
+    t0 = time.monotonic()
+    results: dict[str, dict] = {}  # model -> run -> result
+    for run in args.runs.split(","):
+        model, name = run.split(":")
+        folder = find_work_folder(args.work, model, name)
+        print(f"{run}: {folder}", flush=True)
+        documents = read_json(folder / "documents.json")
+        rows = read_json(folder / "results.json")
+        reference = summarise([r for r in rows if r["method"] in ("context", "rag")], documents)
+        answers = adapter_answers(folder, name)
+        results.setdefault(model, {})[run] = {
+            "context_f1": reference["context"]["f1"], "rag_f1": reference["rag"]["f1"],
+            "questions": len(answers), "sweep": sweep(answers, documents),
+            "answers": [{"doc_id": a["rag"]["doc_id"], "index": a["rag"]["index"],
+                         "adapter": a["adapter"]["prediction"], "adapter_score": a["adapter"]["score"],
+                         "rag_score": a["rag"]["score"],
+                         "least_token_probability": round(a["least_token_probability"], 4)}
+                        for a in answers]}
+    minutes = (time.monotonic() - t0) / 60
+
+    from lift_tool.config import Settings
+
+    default = Settings().retrieval.adapter_min_probability
+    for model, runs in results.items():
+        report = render(model, runs, default, started, minutes, description)
+        write_json(args.out / f"{model_tag(model)}.json.gz", runs)
+        (args.out / f"{model_tag(model)}.md").write_text(report)
+        print(report)
 
 
 if __name__ == "__main__":

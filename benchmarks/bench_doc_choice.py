@@ -5,7 +5,7 @@ Indexes real documents in a throwaway Chroma store, then asks
   - general-knowledge questions about none of them (OFF_TOPIC_QUESTIONS in tests/test_retrieval.py):
     how high do they score?
 and writes the score distributions, a threshold sweep and the chosen threshold to
-benchmarks/results/doc_choice.md.
+benchmarks/results/doc_choice/doc_choice.md.
 
 Data (read in place, never copied into the repository):
   ../shared/data/longdoc_qa_dev.jsonl       6 documents of 2-2.5k words, 767 questions (the main set)
@@ -13,7 +13,7 @@ Data (read in place, never copied into the repository):
                                             more chunks, so more chances for an unrelated question to find a
                                             similar-looking chunk; skip with --no-loogle)
 
-    python benchmarks/bench_doc_choice.py [--data ../shared/data] [--no-loogle]
+    python benchmarks/bench_doc_choice.py [--data ../shared/data] [--no-loogle] [--out DIR]
 """
 
 from __future__ import annotations
@@ -22,22 +22,15 @@ import argparse
 import ast
 import importlib.util
 import json
-import platform
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-# OpenMP threads that spin while waiting make each one-question forward pass ~50x slower on a small, busy
-# CPU (measured: 0.48 s instead of 0.009 s on 2 shared cores). Set before torch loads; only speed changes.
-
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from common import DATA, REPO, header, machine, results_dir, started_at
 
 from lift_tool.memory.retrieval import DEFAULT_DOC_MARGIN, DEFAULT_DOC_THRESHOLD, RetrievalStore  # noqa: E402
 
-RESULTS = REPO / "benchmarks" / "results" / "doc_choice.md"
 SWEEP = [round(0.20 + 0.025 * i, 3) for i in range(13)]  # 0.20 .. 0.50
 
 
@@ -121,13 +114,9 @@ def returned(ranked: list, threshold: float, margin: float, max_docs: int = 3) -
     return [d for d, s in ranked if s >= threshold and s >= top - margin][:max_docs]
 
 
-def report(results: list[dict], command: str, total_s: float) -> str:
+def report(results: list[dict], started: str, description: str, total_s: float) -> str:
     out = [
-        "# Choosing the document a question is about",
-        "",
-        f"Command: `{command}` (from the repository root; {total_s:.0f} s on {platform.machine()}, "
-        f"{platform.python_version()}, CPU).",
-        "",
+        *header("Choosing the document a question is about", started, description, total_s / 60),
         "`RetrievalStore.choose_documents` scores each stored document by the cosine similarity of its best "
         "chunk to the question (all-MiniLM-L6-v2, chunks of 200 word pieces with 50 overlap), keeps those at "
         "or above the threshold and within the margin of the best, best first. Multiple-choice questions are "
@@ -212,18 +201,19 @@ def report(results: list[dict], command: str, total_s: float) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
+    parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--no-loogle", action="store_true", help="only the 6 short documents")
+    parser.add_argument("--out", type=Path, default=results_dir("doc_choice"))
     args = parser.parse_args()
-    command = "python benchmarks/bench_doc_choice.py" + (" --no-loogle" if args.no_loogle else "")
     off = off_topic_questions()
+    started, description = started_at(), machine()
     t0 = time.perf_counter()
     results = [measure("longdoc_qa_dev", *load_dev(args.data), off)]
     if not args.no_loogle:
         results.append(measure("LooGLE sample", *load_loogle(args.data), off))
-    text = report(results, command, time.perf_counter() - t0)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(text + "\n")
+    text = report(results, started, description, time.perf_counter() - t0)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "doc_choice.md").write_text(text + "\n")
     print(text)
 
 

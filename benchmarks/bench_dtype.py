@@ -1,7 +1,7 @@
 """Answering in bf16 against float32 on the CPU: speed, and whether the answers change.
 
-On CPUs with bf16 kernels (x86 with AVX-512 or AMX) lift-tool loads the answering model in bf16
-(models.pick_dtype). This measures what that buys and what it costs, on each model given, in one process:
+On CPUs with bf16 kernels (x86 with AVX-512 or AMX) lift-tool loads the answering model in bf16. This measures
+what that buys and what it costs, on each model given, in one process:
 
   prompt s      reading a 1,000-token prompt (one forward pass, no cache), median of 3
   new tokens/s  32 over the time to read a 200-token prompt and generate 32 greedy tokens, median of 3
@@ -9,33 +9,25 @@ On CPUs with bf16 kernels (x86 with AVX-512 or AMX) lift-tool loads the answerin
                 prompt (the ``context`` method): how many answers are word for word the same in both formats,
                 and the token F1 of each format
 
-    python benchmarks/bench_dtype.py [--models smollm2-135m,qwen2.5-coder-0.5b] [--questions 20]
-                                     [--out benchmarks/results]
+    python benchmarks/bench_dtype.py [--models smollm2-135m,qwen2.5-coder-0.5b] [--questions 20] [--out DIR]
 
-Writes benchmarks/results/dtype.md and dtype.json.
+Writes benchmarks/results/dtype/dtype.md and dtype.json. The speed-up needs a CPU with bf16 kernels: the report's
+machine line says whether the CPU has avx512_bf16 / amx_bf16.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+from common import DEV_SET, header, machine, results_dir, started_at, write_json
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks"))
-DATA = REPO.parent / "shared" / "data" / "longdoc_qa_dev.jsonl"
+DATA = DEV_SET
 ARTICLE = "squad2dev_Amazon_rainforest"
 DTYPES = ["float32", "bfloat16"]
-
-from bench_absorb import TIMING_NOTE, machine  # noqa: E402
 
 
 def timed(action, repeats: int = 3) -> float:
@@ -52,9 +44,9 @@ def timed(action, repeats: int = 3) -> float:
 def measure(spec: str, dtype: str, article, questions) -> dict:
     import torch
 
-    from lift_tool.answer import PrefixCache, answer
+    from lift_tool.generation import PrefixCache, answer
     from lift_tool.config import load_settings
-    from lift_tool.metrics import best, token_f1
+    from lift_tool.eval.scoring import best, token_f1
     from lift_tool.models import load_model
 
     loaded = load_model(settings=load_settings(model=spec, device="cpu", dtype=dtype))
@@ -87,13 +79,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="smollm2-135m,qwen2.5-coder-0.5b")
     parser.add_argument("--questions", type=int, default=20)
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    parser.add_argument("--out", type=Path, default=results_dir("dtype"))
     args = parser.parse_args()
 
-    from lift_tool.evaluate import load_dataset
+    from lift_tool.eval import load_dataset
 
     article = next(d for d in load_dataset(DATA) if d.doc_id == ARTICLE)
     questions = [q for q in article.questions if q.answers and not q.unanswerable][: args.questions]
+    started = started_at()
     description = machine()
     rows = []
     for spec in args.models.split(","):
@@ -101,10 +94,7 @@ def main() -> None:
             print(f"{spec} in {dtype} …", file=sys.stderr)
             rows.append(measure(spec, dtype, article, questions))
 
-    lines = ["# Answering in bf16 against float32 on the CPU", "",
-             f"Command: `{' '.join(['python benchmarks/bench_dtype.py', *sys.argv[1:]])}`, "
-             f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC.", "",
-             f"Machine: {description}. {TIMING_NOTE}", "",
+    lines = [*header("Answering in bf16 against float32 on the CPU", started, description),
              f"Prompt: one forward pass over the first 1,000 tokens of {ARTICLE}; generation: 32 greedy tokens after "
              "its first 200 (the time includes reading those 200); each the median of 3 after a warm-up. Answers: "
              f"the first {len(questions)} answerable questions of that article, the article in the prompt, 32 new "
@@ -122,9 +112,8 @@ def main() -> None:
                 + f" | {row['f1']:.1f} | " + (f"{same}/{len(questions)}" if faster else "-") + " |")
     lines += ["", "Same answers: questions answered word for word the same in both formats. Speed-ups: float32 time "
               "over bf16 time."]
-    args.out.mkdir(parents=True, exist_ok=True)
+    write_json(args.out / "dtype.json", {"machine": description, "started": started, "rows": rows})
     (args.out / "dtype.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    (args.out / "dtype.json").write_text(json.dumps({"machine": description, "rows": rows}, indent=1) + "\n")
     print("\n".join(lines))
 
 

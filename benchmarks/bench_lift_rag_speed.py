@@ -8,30 +8,20 @@ folders (their adapters and memory; run it first) both ways, in alternating orde
 same answers.
 
     python benchmarks/bench_lift_rag_speed.py [--runs qwen2.5-coder-0.5b:squad,smollm2-135m:squad] [--questions 40]
+        [--work DIR] [--out DIR]
 
-Writes benchmarks/results/lift_rag_speed.md and lift_rag_speed.json.
+Writes benchmarks/results/lift_rag_speed/lift_rag_speed.md and lift_rag_speed.json.gz (every question's timings).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
-import sys
 import time
 from contextlib import contextmanager
-from datetime import datetime, timezone
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks"))
-
-from bench_absorb import TIMING_NOTE, machine  # noqa: E402
-from bench_adapter_trust import find_work_folder, open_run  # noqa: E402
+from common import WORK, find_work_folder, header, machine, open_run, results_dir, started_at, write_json
 
 RUNS = "qwen2.5-coder-0.5b:squad,smollm2-135m:squad"
 
@@ -39,16 +29,16 @@ RUNS = "qwen2.5-coder-0.5b:squad,smollm2-135m:squad"
 @contextmanager
 def answers_written_out(lift):
     """lift+rag as it was before giving up: the adapter's answer is written out in full, even when set aside."""
-    from lift_tool.lift import Lift
+    from lift_tool.answering import Answering
 
     def in_full(adapters, titles, generate, on_text, give_up_below=0.0):
-        return Lift._answer_with_adapters(lift, adapters, titles, generate, on_text)
+        return Answering._answer_with_adapters(lift.answering, adapters, titles, generate, on_text)
 
-    lift._answer_with_adapters = in_full
+    lift.answering._answer_with_adapters = in_full
     try:
         yield
     finally:
-        del lift._answer_with_adapters
+        del lift.answering._answer_with_adapters
 
 
 def spread(rows: list, count: int) -> list:
@@ -67,7 +57,7 @@ def time_run(folder: Path, name: str, count: int) -> list[dict]:
         document = [documents[row["doc_id"]]["lift_doc_id"]]
         # Asked twice, the same passages would be read from the prefix cache the second time; a question is
         # asked once in use.
-        lift._prefix_cache.clear()
+        lift.answering.prefix_cache.clear()
         if giving_up:
             return lift.ask(question, document, mode="lift+rag")
         with answers_written_out(lift):
@@ -109,11 +99,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", default=RUNS, help="MODEL:SET pairs (sets of bench_quality.py)")
     parser.add_argument("--questions", type=int, default=40, help="questions per run, taken evenly from its rows")
-    parser.add_argument("--work", type=Path, default=Path.home() / ".cache" / "lift-tool" / "bench")
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    parser.add_argument("--work", type=Path, default=WORK, help="bench_quality.py's --work")
+    parser.add_argument("--out", type=Path, default=results_dir("lift_rag_speed"))
     args = parser.parse_args()
 
-    started = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    started = started_at()
     description = machine()
     t0 = time.monotonic()
     results = {}
@@ -126,13 +116,7 @@ def main() -> None:
     minutes = (time.monotonic() - t0) / 60
 
     lines = [
-        "# lift+rag: giving up on an unsure adapter answer",
-        "",
-        f"Command: `{' '.join(['python benchmarks/bench_lift_rag_speed.py', *sys.argv[1:]])}`, {started}, "
-        f"{minutes:.1f} min.",
-        "",
-        f"Machine: {description}. {TIMING_NOTE}",
-        "",
+        *header("lift+rag: giving up on an unsure adapter answer", started, description, minutes),
         "lift+rag answers with the document's adapter and the retrieved passages, and sets that answer aside for "
         "the passages alone (as rag) when the model gave one of its tokens less than "
         "`retrieval.adapter_min_probability`. *Giving up*: the adapter's answer stops at that token, since the rest "
@@ -154,9 +138,9 @@ def main() -> None:
     lines += ["", "Means (s): " + "; ".join(
         f"{run} written out {r['summary']['all']['written_out_mean_s']:.2f}, giving up "
         f"{r['summary']['all']['giving_up_mean_s']:.2f}" for run, r in results.items()) + ".", ""]
-    args.out.mkdir(parents=True, exist_ok=True)
+    lines += ["Rows (every question's seconds both ways): `lift_rag_speed.json.gz`.", ""]
+    write_json(args.out / "lift_rag_speed.json.gz", results)
     (args.out / "lift_rag_speed.md").write_text("\n".join(lines))
-    (args.out / "lift_rag_speed.json").write_text(json.dumps(results, indent=1))
     print("\n".join(lines))
 
 

@@ -25,42 +25,35 @@ Adapters come from --home (default: the memory of bench_quality.py's squad run, 
 settings match; otherwise the documents are absorbed here, with --budget-seconds if given).
 
     python benchmarks/bench_multi_document.py [--model smollm2-135m] [--pairs 1] [--questions 10]
-                                              [--budget-seconds S] [--home DIR]
+                                              [--budget-seconds S] [--home DIR] [--out DIR] [--report-only]
 
-Writes benchmarks/results/multi_document.md (multi_document-MODEL.md for another model) and the matching .json.
+Writes benchmarks/results/multi_document/MODEL.md and MODEL.json.gz (every question, strategy, answer and score).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import re
 import statistics
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+from common import (
+    DEV_SET, TIMING_NOTE, WORK, command_line, machine, model_tag, quality_work_dir, read_json, results_dir, started_at,
+    write_json,
+)
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks"))
-
-from bench_absorb import machine, report_name  # noqa: E402
-
-DATA = REPO.parent / "shared" / "data"
 STRATEGIES = ("own", "cat", "linear", "per-document")
 MERGED = "per-document, abstentions dropped"  # computed from the per-document answers, no extra generation
 
 
 def load_sets(pairs: int, per_doc: int) -> list[dict]:
     """[{name, documents: [(key, title, text)], questions: [(question, answers, key of the answering doc)]}]"""
-    from lift_tool.demo import sample_document_path, sample_questions
-    from lift_tool.evaluate import load_dataset
+    from lift_tool.sample import sample_document_path, sample_questions
+    from lift_tool.eval import load_dataset
 
-    squad = load_dataset(DATA / "longdoc_qa_dev.jsonl")
+    squad = load_dataset(DEV_SET)
     squad = [d for d in squad if d.doc_id.startswith("squad2dev_")]
 
     def answerable(doc):
@@ -83,15 +76,13 @@ def load_sets(pairs: int, per_doc: int) -> list[dict]:
 
 
 def run(args) -> list[dict]:
-    from lift_tool.answer import answer
+    from lift_tool.generation import answer
     from lift_tool.config import load_settings
-    from lift_tool.evaluate import score_answer, EvalQuestion
+    from lift_tool.eval import score_answer, EvalQuestion
     from lift_tool.lift import Lift
 
-    from bench_quality import work_dir
-
     settings = load_settings(model=args.model, device=args.device, max_new_tokens=args.max_new_tokens)
-    home = args.home or work_dir(Path.home() / ".cache" / "lift-tool" / "bench", args.model, "squad", settings) / "memory"
+    home = args.home or quality_work_dir(WORK, args.model, "squad", settings) / "memory"
     settings = settings.model_copy(update={"home": home})
     lift = Lift(settings)
     loaded = lift.loaded
@@ -123,7 +114,7 @@ def run(args) -> list[dict]:
                         parts = [p.strip() for p in re.split("|".join(re.escape(f"{t}: ") for t in titles), text)]
                         text = "\n".join(p for p in parts if p)
                 else:  # linear: the pool's weighted combination, which Lift.ask does not offer
-                    with lift._lock, lift.pool.combine([adapters[k] for k in keys], how="linear") as model:
+                    with lift.lock, lift.pool.combine([adapters[k] for k in keys], how="linear") as model:
                         text = answer(model, loaded.tokenizer, question, titles, None, settings.max_new_tokens)
                 seconds = time.monotonic() - started
                 scores = score_answer(gold, text)
@@ -140,7 +131,7 @@ def run(args) -> list[dict]:
 
 def with_merged(rows: list[dict]) -> list[dict]:
     """The rows plus, for every per-document answer, the same answer without its abstaining parts."""
-    from lift_tool.evaluate import EvalQuestion, score_answer
+    from lift_tool.eval import EvalQuestion, score_answer
     from lift_tool.prompts import NOT_IN_DOCUMENT, is_abstention
 
     merged = []
@@ -180,9 +171,11 @@ def render(rows, args, started, wall, description) -> str:
     lines = [
         "# Questions over two documents: combined adapters or one answer per document",
         "",
-        f"Command: `python benchmarks/bench_multi_document.py {' '.join(sys.argv[1:])}`, {started}, {wall / 60:.1f} min.",
+        f"Command: `{command_line()}` (from the repository root), {started}, {wall / 60:.1f} min.",
         "",
-        f"Machine: {description}. Timings depend on what else runs on the machine (see the load average).",
+        f"Machine: {description}.",
+        "",
+        TIMING_NOTE,
         "",
         f"Model `{args.model}`; training fingerprint `{settings.training_fingerprint()}`"
         + (f"; absorption budget {args.budget_seconds:g} s" if args.budget_seconds else "")
@@ -212,7 +205,7 @@ def render(rows, args, started, wall, description) -> str:
         f"Linear averaging: F1 {overall['linear']['f1']}; the answering document's own adapter alone: F1 "
         f"{overall['own']['f1']} (what a perfect choice of document would give).",
         "",
-        f"Rows: `{report_name('multi_document', args.model)}.json` (every question, strategy, answer and score).",
+        f"Rows: `{model_tag(args.model)}.json.gz` (every question, strategy, answer and score).",
     ]
     return "\n".join(lines) + "\n"
 
@@ -226,26 +219,25 @@ def main() -> None:
     parser.add_argument("--budget-seconds", type=float)
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--home", type=Path)
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    parser.add_argument("--out", type=Path, default=results_dir("multi_document"))
     parser.add_argument("--report-only", action="store_true", help="rebuild the report from the saved rows")
     args = parser.parse_args()
 
-    name = report_name("multi_document", args.model)
+    name = model_tag(args.model)
     if args.report_only:  # the report again from the rows of the last run (its command, time and machine)
-        saved = json.loads((args.out / f"{name}.json").read_text())
+        saved = read_json(args.out / f"{name}.json.gz")
         sys.argv = saved["command"]
         args = parser.parse_args(saved["command"][1:])
         (args.out / f"{name}.md").write_text(render(saved["rows"], args, saved["started"], saved["seconds"],
                                                     saved["machine"]))
         print(f"wrote {args.out / (name + '.md')}")
         return
-    started = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    started = started_at()
     description = machine()
     t0 = time.monotonic()
     rows = run(args)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{name}.json").write_text(json.dumps({"command": sys.argv, "started": started, "machine": description,
-                                                       "seconds": time.monotonic() - t0, "rows": rows}, indent=1))
+    write_json(args.out / f"{name}.json.gz", {"command": sys.argv, "started": started, "machine": description,
+                                              "seconds": time.monotonic() - t0, "rows": rows})
     (args.out / f"{name}.md").write_text(render(rows, args, started, time.monotonic() - t0, description))
     print(f"wrote {args.out / (name + '.md')}")
 

@@ -10,9 +10,9 @@ then, each phase in a fresh process so that one phase's memory does not blur the
                 the pool swaps tensors in a shared LoRA slot instead
 
 Floors: median switch <= 10 ms, median load from disk <= 250 ms, no RSS growth over the switches.
-Writes benchmarks/results/pool.md and pool.json.
+Writes benchmarks/results/pool/pool.md and pool.json.
 
-    python benchmarks/bench_pool.py [--model smollm2-135m] [--out benchmarks/results] [--switches 1000]
+    python benchmarks/bench_pool.py [--model smollm2-135m] [--switches 1000] [--out DIR]
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import argparse
 import json
 import multiprocessing
 import os
-import platform
 import random
 import statistics
 import sys
@@ -31,11 +30,7 @@ from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 
-# OpenMP threads that spin while waiting slow small forward passes down badly on a small, busy CPU.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # runnable from a checkout without installing the package
+from common import command_line, describe, machine_info, results_dir, started_at, write_json
 
 ADAPTERS = 20
 RANK = 16
@@ -239,33 +234,6 @@ def in_fresh_process(function, *args):
 # ------------------------------------------------------------------------------------------------ report
 
 
-def machine() -> dict:
-    import peft
-    import torch
-    import transformers
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import psutil
-
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "peft": peft.__version__,
-        "os": platform.platform(),
-    }
-
-
 def verdicts(results: dict) -> dict:
     cap20, cap8 = results["capacity_20"], results["capacity_8"]
     adapter_mib = cap20["tensor_bytes_per_adapter_mib"]
@@ -288,8 +256,7 @@ def markdown(results: dict) -> str:
         "",
         f"Command: `{results['command']}` (from the repository root), {results['date']}, {results['total_s']:.0f} s in all.",
         "",
-        f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB; Python {m['python']}, torch {m['torch']}, "
-        f"transformers {m['transformers']}, peft {m['peft']}; device {results['device']}, {results['threads']} torch threads.",
+        f"Machine: {describe({**m, 'torch_threads': results['threads']})}; device {results['device']}.",
         "",
         f"Model: {results['model_name']} (`{results['model']}`). {ADAPTERS} adapters of rank {RANK} on "
         f"{', '.join(TARGETS)}, random non-zero weights; {mib(results['file_bytes'])} MiB per adapter file.",
@@ -363,7 +330,7 @@ def markdown(results: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="smollm2-135m")
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    parser.add_argument("--out", type=Path, default=results_dir("pool"))
     parser.add_argument("--device", default="auto")
     parser.add_argument("--switches", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=min(4, os.cpu_count() or 1))
@@ -371,12 +338,12 @@ def main() -> None:
 
     started = time.perf_counter()
     results: dict = {
-        "command": "python " + " ".join([Path(sys.argv[0]).as_posix()] + sys.argv[1:]),
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": command_line(),
+        "date": started_at(),
         "model": args.model,
         "device": args.device,
         "threads": args.threads,
-        "machine": machine(),
+        "machine": machine_info(),
     }
     with tempfile.TemporaryDirectory(prefix="bench-pool-") as home:
         common = (home, args.model, args.device, args.threads)
@@ -393,8 +360,7 @@ def main() -> None:
     results["total_s"] = round(time.perf_counter() - started, 1)
     results["verdicts"] = verdicts(results)
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "pool.json").write_text(json.dumps(results, indent=1) + "\n")
+    write_json(args.out / "pool.json", results)
     (args.out / "pool.md").write_text(markdown(results))
     print(markdown(results))
     if not all(results["verdicts"].values()):

@@ -1,6 +1,6 @@
 """Answer quality of base, context, rag, lift and lift+rag on real long documents, and the floors of the issue.
 
-Runs ``lift eval`` (lift_tool.evaluate.run_evaluation) on each set, then gathers the reports:
+Runs ``lift eval`` (``run_evaluation``) on each set, then writes a report per set:
 
   squad         the 3 SQuAD v2.0 dev articles of ../shared/data/longdoc_qa_dev.jsonl, the first 40 questions of each
                 (extractive, some unanswerable): token F1 / EM, abstention
@@ -19,46 +19,30 @@ Settings come from the defaults and LIFT_* environment variables (e.g. LIFT_TRAI
 
     python benchmarks/bench_quality.py [--model smollm2-135m] [--sets squad,loogle-short,loogle-long]
         [--budget-seconds S] [--limit-docs N] [--limit-questions N] [--context-window T] [--max-new-tokens 32]
+        [--label LABEL] [--work DIR] [--out DIR] [--report-only]
 
-Writes benchmarks/results/quality-MODEL.md (every set run so far for this model and recipe, each with its command),
-with quality-MODEL-SET.png (plot) and quality-MODEL-SET.json (rows).
+Writes one file set per model and set into benchmarks/results/quality/: MODEL-SET.md (the report, with its
+command, machine and recipe), MODEL-SET.json.gz (every question, method, answer and score) and MODEL-SET.png
+(quality against cost). With --label LABEL the names are MODEL-SET-LABEL.*: a run kept beside the current one
+(for example on a CPU without bf16 kernels).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+from common import (
+    QUALITY_SETS, TIMING_NOTE, WORK, command_line, machine, model_tag, quality_work_dir, read_json, results_dir,
+    started_at, write_json,
+)
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks"))
-
-from bench_absorb import TIMING_NOTE, machine, model_tag  # noqa: E402
-
-DATA = REPO.parent / "shared" / "data"
-SETS = {  # name: (file, document id pattern, questions per document)
-    "squad": (DATA / "longdoc_qa_dev.jsonl", "squad2dev_*", 40),
-    "quality": (DATA / "longdoc_qa_dev.jsonl", "leval_quality_*", None),
-    "loogle-short": (DATA / "loogle" / "shortdep_qa.jsonl", None, None),
-    "loogle-long": (DATA / "loogle" / "longdep_qa.jsonl", None, None),
-}
 METHODS = ["base", "context", "rag", "lift", "lift+rag"]
 SQUAD_MINUTES_FLOOR = 30
-
-
-def work_dir(work: Path, model: str, name: str, settings) -> Path:
-    """One folder per model, set, training recipe and number format: a change of the defaults starts a fresh run."""
-    from lift_tool.evaluate import answer_dtype
-
-    return work / f"quality-{model_tag(model)}-{name}-{settings.training_fingerprint()[:8]}-{answer_dtype(settings)}"
 
 
 def run_settings(args):
@@ -72,12 +56,12 @@ def run_settings(args):
 
 def run_set(name: str, args, description: str) -> Path:
     """Run one set (resuming a run left unfinished) and record how it was run next to its results."""
-    from lift_tool.evaluate import run_evaluation
+    from lift_tool.eval import run_evaluation
 
-    path, select, per_doc = SETS[name]
+    path, select, per_doc = QUALITY_SETS[name]
     settings = run_settings(args)
-    work = work_dir(args.work, args.model, name, settings)
-    started = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    work = quality_work_dir(args.work, args.model, name, settings)
+    started = started_at()
     t0 = time.monotonic()
     run_evaluation(settings, path, METHODS, work, limit_docs=args.limit_docs,
                    limit_questions=args.limit_questions or per_doc, budget_seconds=args.budget_seconds,
@@ -88,15 +72,15 @@ def run_set(name: str, args, description: str) -> Path:
     share = training.max_answer_share
     per_answer = ("questions per answer capped by model size" if share is None
                   else f"at most {share:g} of the questions per answer")
-    (work / "bench.json").write_text(json.dumps({
-        "command": "python benchmarks/bench_quality.py " + " ".join(sys.argv[1:]),
+    write_json(work / "bench.json", {
+        "command": command_line(),
         "environment": {k: v for k, v in os.environ.items() if k.startswith("LIFT_")},
         "started": started, "minutes": round((time.monotonic() - t0) / 60, 1), "machine": description,
         "recipe": f"training fingerprint `{settings.training_fingerprint()}`: {training.epochs:g} epoch(s), learning "
                   f"rate {training.learning_rate or 'by model size'}, {training.batch_tokens} tokens per micro-batch, LoRA rank "
                   f"{settings.lora.rank} on {layers}, {per_answer}" + (f"; absorption budget {args.budget_seconds:g} s per document"
                                                          if args.budget_seconds else "; no absorption budget"),
-    }, indent=1))
+    })
     return work
 
 
@@ -126,61 +110,86 @@ def squad_floors(summary: dict, documents: dict, rows: list[dict]) -> list[tuple
     ]
 
 
-def render(args) -> str:
-    """The report of every set run for this model and training recipe, from the sets' output folders."""
-    from lift_tool.evaluate import summarise
+def report_name(args, name: str) -> str:
+    """MODEL-SET, or MODEL-SET-LABEL for a run kept beside the current one."""
+    return f"{model_tag(args.model)}-{name}" + (f"-{args.label}" if args.label else "")
 
-    settings = run_settings(args)
-    tag = model_tag(args.model)
-    lines = [
-        f"# Answer quality on real long documents: `{args.model}`",
+
+def floors(name: str, summary: dict, documents: dict, rows: list[dict]) -> list[str]:
+    """The floors of the evaluation issue that apply to this set, as report lines."""
+    if name == "squad":
+        lines = ["## Floors (SQuAD dev articles)", "", "| floor | measured | met |", "|---|---|---|"]
+        for floor, measured, met in squad_floors(summary, documents, rows):
+            lines.append(f"| {floor} | {measured} | {'yes' if met else '**no**'} |")
+        return lines + [""]
+    if name not in ("loogle-short", "loogle-long"):
+        return []
+    s = summary
+    if any(s.get(m, {}).get("f1") is None for m in ("lift", "lift+rag", "context")):
+        return [f"## Floor ({name})", "", "- not measured: no free-form questions were answered", ""]
+    met = s["lift+rag"]["f1"] >= s["context"]["f1"]
+    ordering = s["lift"]["f1"] > s["context"]["f1"]
+    return [f"## Floor ({name})", "",
+            f"- lift+rag F1 {s['lift+rag']['f1']} >= truncated context F1 {s['context']['f1']}: "
+            f"{'yes' if met else '**no**'}",
+            f"- the paper's ordering, lift above truncated context: lift {s['lift']['f1']} vs context "
+            f"{s['context']['f1']}: {'yes' if ordering else 'no'}", ""]
+
+
+def intro(model: str, name: str, max_new_tokens: int, context_window: int | None) -> list[str]:
+    """The report's title and the lines every set's report starts with."""
+    return [
+        f"# Answer quality on real long documents: `{model}`, {name}",
         "",
         TIMING_NOTE,
         "",
-        f"At most {args.max_new_tokens} new tokens per answer; in-context window "
-        + (f"{args.context_window} tokens" if args.context_window else "the model's own") + ". Each set below "
-        "says how it was run. Scoring: see lift_tool/evaluate.py and lift_tool/metrics.py (SQuAD token F1 / EM on "
-        "answerable questions, option letter for multiple choice, abstention on unanswerable questions).",
+        f"At most {max_new_tokens} new tokens per answer; in-context window "
+        + (f"{context_window} tokens" if context_window else "the model's own") + ". How the set was run is under "
+        "its heading below. Scoring: `lift eval`'s (SQuAD token F1 / EM on answerable questions, option letter for "
+        "multiple choice, abstention on unanswerable questions).",
         "",
     ]
-    runs = {}
-    for name in SETS:
-        work = work_dir(args.work, args.model, name, settings)
-        if (work / "results.json").is_file() and (work / "report.md").is_file():
-            rows = json.loads((work / "results.json").read_text())
-            documents = json.loads((work / "documents.json").read_text())
-            runs[name] = (work, summarise(rows, documents), documents, rows)
-    if "squad" in runs:
-        _, summary, documents, rows = runs["squad"]
-        lines += ["## Floors (SQuAD dev articles)", "", "| floor | measured | met |", "|---|---|---|"]
-        for floor, measured, met in squad_floors(summary, documents, rows):
-            lines.append(f"| {floor} | {measured} | {'yes' if met else '**no**'} |")
-        lines.append("")
-    for name in ("loogle-short", "loogle-long"):
-        if name in runs:
-            s = runs[name][1]
-            if any(s[m]["f1"] is None for m in ("lift", "lift+rag", "context")):
-                lines += [f"## Floor ({name})", "", "- not measured: no free-form questions were answered", ""]
-                continue
-            met = s["lift+rag"]["f1"] >= s["context"]["f1"]
-            ordering = s["lift"]["f1"] > s["context"]["f1"]
-            lines += [f"## Floor ({name})", "",
-                      f"- lift+rag F1 {s['lift+rag']['f1']} >= truncated context F1 {s['context']['f1']}: "
-                      f"{'yes' if met else '**no**'}",
-                      f"- the paper's ordering, lift above truncated context: lift {s['lift']['f1']} vs context "
-                      f"{s['context']['f1']}: {'yes' if ordering else 'no'}", ""]
-    for name, (work, _, _, _) in runs.items():
-        how = json.loads((work / "bench.json").read_text()) if (work / "bench.json").is_file() else {}
-        env = " ".join(f"{k}={v}" for k, v in how.get("environment", {}).items())
-        report = (work / "report.md").read_text(encoding="utf-8").replace("\n## ", "\n### ")
-        report = report.split("\n", 1)[1]  # drop the report's own title
-        lines += [f"## {name}", "",
-                  f"Command: `{(env + ' ') if env else ''}{how.get('command', '(not recorded)')}`, "
-                  f"{how.get('started', '?')}, {how.get('minutes', '?')} min for that invocation (a resumed run "
-                  f"counts only what it did). Machine: {how.get('machine', '?')}. Recipe: {how.get('recipe', '?')}.",
-                  "", f"![quality against cost](quality-{tag}-{name}.png)", "", report.strip(), "",
-                  f"Rows (every question, method, answer and score): `quality-{tag}-{name}.json`.", ""]
-    return "\n".join(lines) + "\n"
+
+
+def render(args, name: str) -> str | None:
+    """The report of one set for this model and training recipe, from the set's work folder (None: not run)."""
+    from lift_tool.eval import summarise
+
+    work = quality_work_dir(args.work, args.model, name, run_settings(args))
+    if not ((work / "results.json").is_file() and (work / "report.md").is_file()):
+        return None
+    rows = read_json(work / "results.json")
+    documents = read_json(work / "documents.json")
+    stem = report_name(args, name)
+    how = read_json(work / "bench.json") if (work / "bench.json").is_file() else {}
+    env = " ".join(f"{k}={v}" for k, v in how.get("environment", {}).items())
+    report = (work / "report.md").read_text(encoding="utf-8").replace("\n## ", "\n### ")
+    report = report.split("\n", 1)[1]  # drop the report's own title
+    lines = intro(args.model, name, args.max_new_tokens, args.context_window)
+    lines += floors(name, summarise(rows, documents), documents, rows)
+    lines += [f"## {name}", "",
+              f"Command: `{(env + ' ') if env else ''}{how.get('command', '(not recorded)')}`, "
+              f"{how.get('started', '?')}, {how.get('minutes', '?')} min for that invocation (a resumed run "
+              f"counts only what it did). Machine: {how.get('machine', '?')}. Recipe: {how.get('recipe', '?')}.",
+              "", f"![quality against cost]({stem}.png)", "", report.strip(), "",
+              f"Rows (every question, method, answer and score): `{stem}.json.gz`.", ""]
+    return "\n".join(lines)
+
+
+def write_report(args, name: str) -> bool:
+    """Copy one set's rows and plot from its work folder and write its report; False when the set has not run."""
+    text = render(args, name)
+    if text is None:
+        return False
+    work = quality_work_dir(args.work, args.model, name, run_settings(args))
+    stem = report_name(args, name)
+    if (work / "plot.png").is_file():
+        args.out.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(work / "plot.png", args.out / f"{stem}.png")
+    write_json(args.out / f"{stem}.json.gz", read_json(work / "results.json"))
+    (args.out / f"{stem}.md").write_text(text, encoding="utf-8")
+    print(f"wrote {args.out / (stem + '.md')}")
+    return True
 
 
 def main() -> None:
@@ -193,29 +202,24 @@ def main() -> None:
     parser.add_argument("--limit-questions", type=int, help="questions per document (default: 40 for squad, all else)")
     parser.add_argument("--context-window", type=int, help="cut the in-context method to this many tokens")
     parser.add_argument("--max-new-tokens", type=int, default=32)
-    parser.add_argument("--work", type=Path, default=Path.home() / ".cache" / "lift-tool" / "bench")
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
-    parser.add_argument("--report-only", action="store_true", help="rebuild the report from the sets run before")
+    parser.add_argument("--work", type=Path, default=WORK)
+    parser.add_argument("--out", type=Path, default=results_dir("quality"))
+    parser.add_argument("--label", help="name the files MODEL-SET-LABEL: a run kept beside the current one")
+    parser.add_argument("--report-only", action="store_true", help="rebuild the reports from the sets run before")
     args = parser.parse_args()
 
     names = [n.strip() for n in args.sets.split(",") if n.strip()]
-    unknown = [n for n in names if n not in SETS]
+    unknown = [n for n in names if n not in QUALITY_SETS]
     if unknown:
-        parser.error(f"unknown set(s) {unknown}: choose from {', '.join(SETS)}")
-    tag = model_tag(args.model)
-    args.out.mkdir(parents=True, exist_ok=True)
-    if not args.report_only:
-        description = machine()
-        for name in names:
+        parser.error(f"unknown set(s) {unknown}: choose from {', '.join(QUALITY_SETS)}")
+    description = None if args.report_only else machine()
+    for name in names:
+        if not args.report_only:
             print(f"== {name}", file=sys.stderr, flush=True)
-            work = run_set(name, args, description)
-            if (work / "plot.png").is_file():
-                shutil.copyfile(work / "plot.png", args.out / f"quality-{tag}-{name}.png")
-            shutil.copyfile(work / "results.json", args.out / f"quality-{tag}-{name}.json")
-            # written after every set, so a long benchmark shows its first sets while the next ones run
-            (args.out / f"quality-{tag}.md").write_text(render(args))
-    (args.out / f"quality-{tag}.md").write_text(render(args))
-    print(f"wrote {args.out / f'quality-{tag}.md'}")
+            run_set(name, args, description)
+        # written after every set, so a long benchmark shows its first sets while the next ones run
+        if not write_report(args, name):
+            print(f"{name}: no finished run in {args.work} for these settings", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -15,8 +15,9 @@ run when the absorption stopped at a time budget).
 
     python benchmarks/bench_questions.py [--model smollm2-135m] [--lengths 1000,2000,4000,8000,16000]
                                          [--questions 3] [--home DIR] [--budget-seconds S] [--max-new-tokens 32]
+                                         [--out DIR]
 
-Writes benchmarks/results/questions.md (questions-<model>.md for another model) and the matching .json.
+Writes benchmarks/results/questions/MODEL.md and MODEL.json.
 """
 
 from __future__ import annotations
@@ -24,33 +25,26 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import statistics
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks"))
-
-from bench_absorb import (  # noqa: E402
-    TIMING_NOTE, cut_to_tokens, default_home, longest_loogle_document, machine, report_name,
+from common import (
+    absorb_home, cut_to_tokens, header, longest_loogle_document, machine, model_tag, results_dir, started_at,
+    write_json,
 )
 
 MODES = ("lift", "context", "rag")
 
 
 def run(args) -> tuple[list[dict], str]:
-    from lift_tool.answer import context_budget
+    from lift_tool.generation import context_budget
     from lift_tool.config import load_settings
     from lift_tool.lift import Lift
     from lift_tool.models import load_model
 
-    home = args.home or default_home(args.model)
+    home = args.home or absorb_home(args.model)
     settings = load_settings(model=args.model, device=args.device, home=home / args.device,
                              max_new_tokens=args.max_new_tokens)
     loaded = load_model(settings=settings)
@@ -84,9 +78,9 @@ def run(args) -> tuple[list[dict], str]:
                 answer = lift.ask(question, [doc_id], mode=mode)
                 seconds[f"{mode}_warm"].append(answer.seconds)
                 print(f"  warm {mode:<8} {answer.seconds:6.2f} s", file=sys.stderr, flush=True)
-        absorb_s = manifest["train_seconds"]
-        if manifest["stopped_by_budget"]:
-            absorb_s = absorb_s * manifest["planned_steps"] / max(1, manifest["steps"])
+        absorb_s = manifest.train_seconds
+        if manifest.stopped_by_budget:
+            absorb_s = absorb_s * manifest.planned_steps / max(1, manifest.steps)
         window = settings.context_window or loaded.context_window
         budget = context_budget(loaded.tokenizer, window, questions[0], [title], settings.max_new_tokens)
         row = {
@@ -96,7 +90,7 @@ def run(args) -> tuple[list[dict], str]:
             **{f"{key}_median_s": round(statistics.median(values), 2) for key, values in seconds.items()},
             **{f"{key}_s": [round(s, 2) for s in values] for key, values in seconds.items()},
             "absorb_s": round(absorb_s, 1),
-            "absorb_projected": bool(manifest["stopped_by_budget"]),
+            "absorb_projected": bool(manifest.stopped_by_budget),
             "cached": result.cached,
         }
         for kind in ("cold", "warm"):
@@ -109,14 +103,7 @@ def run(args) -> tuple[list[dict], str]:
 
 def render(rows, args, title, started, seconds, description) -> str:
     lines = [
-        "# Seconds per question: adapter against document in context",
-        "",
-        f"Command: `python benchmarks/bench_questions.py {' '.join(sys.argv[1:])}`, {started}, {seconds / 60:.1f} min in all.",
-        "",
-        f"Machine: {description}.",
-        "",
-        TIMING_NOTE,
-        "",
+        *header("Seconds per question: adapter against document in context", started, description, seconds / 60),
         f"Model: `{args.model}`, greedy, at most {args.max_new_tokens} new tokens. Documents: prefixes of "
         f"{title!r} (LooGLE); the same {args.questions} questions at every length (that document's LooGLE "
         "questions). Medians over the questions, after one warm-up call per mode.",
@@ -137,8 +124,8 @@ def render(rows, args, title, started, seconds, description) -> str:
         )
     lines += ["", "Cold: each question asked after another mode's, so nothing of the document's prompt is cached (an "
               "agent moving between documents). Warm: the questions asked one after another in one mode, so the "
-              "in-context prompt's key/value prefix (the document) is read once and reused (lift_tool.answer."
-              "PrefixCache). Absorbing pays for itself after ceil(absorption s / (context s - lift s)) questions "
+              "in-context prompt's key/value prefix (the document) is read once and reused (the prefix "
+              "cache). Absorbing pays for itself after ceil(absorption s / (context s - lift s)) questions "
               "(\"never\" where the adapter is not faster). Past the model's window the in-context prompt stops "
               "growing (its middle is cut), so its time levels off while the document is no longer all in the prompt."]
     return "\n".join(lines) + "\n"
@@ -153,17 +140,16 @@ def main() -> None:
     parser.add_argument("--home", type=Path, help="memory holding (or to hold) the absorbed documents")
     parser.add_argument("--budget-seconds", type=float, help="time budget for absorptions that are not cached")
     parser.add_argument("--max-new-tokens", type=int, default=32)
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    parser.add_argument("--out", type=Path, default=results_dir("questions"))
     args = parser.parse_args()
 
-    started = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    started = started_at()
     description = machine()
     t0 = time.monotonic()
     rows, title = run(args)
-    name = report_name("questions", args.model)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{name}.json").write_text(json.dumps({"command": sys.argv, "started": started, "machine": description,
-                                                       "rows": rows}, indent=1))
+    name = model_tag(args.model)
+    write_json(args.out / f"{name}.json", {"command": sys.argv, "started": started, "machine": description,
+                                           "rows": rows})
     (args.out / f"{name}.md").write_text(render(rows, args, title, started, time.monotonic() - t0, description))
     print(f"wrote {args.out / (name + '.md')}")
 

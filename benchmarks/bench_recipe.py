@@ -1,25 +1,23 @@
 """Compare absorption recipes on the demo document: closed-book accuracy on its hand-written questions against
 training cost. This is how the defaults in ``lift_tool/config.py`` were chosen.
 
-    python benchmarks/bench_recipe.py [--recipes default,qa3,...] [--out benchmarks/results]
+    python benchmarks/bench_recipe.py [--recipes default,qa3,...] [--out DIR]
 
 Each recipe is a set of overrides of the default training settings; every recipe absorbs the same document
 with the same seed on one loaded model, then answers the questions with the adapter and no document in the
-prompt. Writes ``recipe.md`` and ``recipe.json``.
+prompt. Writes benchmarks/results/recipe/recipe.md and recipe.json.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import platform
+import shlex
 import sys
 import tempfile
 import time
-from datetime import date
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from common import header, machine, merged, results_dir, started_at, write_json
 
 RECIPES = {  # name: (what it changes, overrides of the default settings: "training" and "lora")
     "default": ("the defaults", {}),
@@ -34,37 +32,18 @@ RECIPES = {  # name: (what it changes, overrides of the default settings: "train
 }
 
 
-def merged(base: dict, overrides: dict) -> dict:
-    """``base`` with ``overrides`` laid over it, nested dictionaries merged key by key."""
-    result = dict(base)
-    for key, value in overrides.items():
-        result[key] = merged(result[key], value) if isinstance(value, dict) else value
-    return result
-
-
-def machine() -> str:
-    import os
-
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{os.cpu_count()} cores ({cpu}), torch {torch.__version__}, {torch.get_num_threads()} threads"
-
-
 def run(recipes: list[str], out: Path) -> None:
     from peft import PeftModel
 
-    from lift_tool.absorb import absorb
-    from lift_tool.answer import answer
+    from lift_tool.training.absorb import absorb
+    from lift_tool.generation import answer
     from lift_tool.config import load_settings
-    from lift_tool.demo import is_right, sample_document_path, sample_questions
+    from lift_tool.demo import is_right
+    from lift_tool.sample import sample_document_path, sample_questions
     from lift_tool.documents import read_document
     from lift_tool.models import load_model
 
+    when, on_machine, t0 = started_at(), machine(), time.monotonic()
     document = read_document(sample_document_path())
     questions = sample_questions()
     base_settings = load_settings()
@@ -90,22 +69,19 @@ def run(recipes: list[str], out: Path) -> None:
             "right": right,
             "questions": len(questions),
             "absorb_seconds": round(seconds, 1),
-            "training_tokens": manifest["tokens_trained"],
-            "tokens_per_second": manifest["tokens_per_second"],
-            "steps": manifest["steps"],
+            "training_tokens": manifest.tokens_trained,
+            "tokens_per_second": manifest.tokens_per_second,
+            "steps": manifest.steps,
         })
-        print(f"{name}: {right}/{len(questions)} right, {seconds:.0f} s, {manifest['tokens_trained']} tokens", flush=True)
+        print(f"{name}: {right}/{len(questions)} right, {seconds:.0f} s, {manifest.tokens_trained} tokens", flush=True)
 
-    out.mkdir(parents=True, exist_ok=True)
-    command = "python benchmarks/bench_recipe.py" + (f" --recipes {','.join(recipes)}" if recipes != list(RECIPES) else "")
-    (out / "recipe.json").write_text(json.dumps({"machine": machine(), "date": str(date.today()), "command": command,
-                                                 "document_tokens": manifest["tokens"], "rows": rows}, indent=2))
+    command = shlex.join(["python", "benchmarks/bench_recipe.py", *sys.argv[1:]])
+    write_json(out / "recipe.json", {"machine": on_machine, "started": when, "command": command,
+                                     "document_tokens": manifest.tokens, "rows": rows})
     lines = [
-        "# Absorption recipes on the demo document",
-        "",
-        f"Command: `{command}` ({date.today()}, {machine()}).",
-        "",
-        f"Document: `lift_tool/data/harrowmere.md` ({manifest['tokens']:,} tokens of invented facts). Questions: the "
+        *header("Absorption recipes on the demo document", when, on_machine, (time.monotonic() - t0) / 60,
+                command=command),
+        f"Document: `lift_tool/data/harrowmere.md` ({manifest.tokens:,} tokens of invented facts). Questions: the "
         f"{len(questions)} hand-written questions of `harrowmere_questions.json`, never trained on, asked with the "
         "adapter and no document in the prompt; right when the answer contains an accepted answer. Same seed "
         "for every recipe; one run each, so one question either way is within noise.",
@@ -122,13 +98,13 @@ def run(recipes: list[str], out: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--recipes", default=",".join(RECIPES), help="comma-separated names from RECIPES")
-    parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument("--out", type=Path, default=results_dir("recipe"))
     args = parser.parse_args()
     names = [name.strip() for name in args.recipes.split(",") if name.strip()]
     unknown = [name for name in names if name not in RECIPES]
     if unknown:
         parser.error(f"unknown recipes {unknown}; known: {list(RECIPES)}")
-    run(names, Path(args.out))
+    run(names, args.out)
 
 
 if __name__ == "__main__":

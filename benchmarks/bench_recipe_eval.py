@@ -1,35 +1,25 @@
 """Compare absorption recipes on a real article: token F1 of the adapter alone (no document in the prompt, no
 retrieval) against absorption time, through ``lift eval``. This is how the defaults for larger models were chosen
-(``absorb.settings_for_model``); ``bench_recipe.py`` does the same for the default model on the demo document.
+(``settings_for_model``); ``bench_recipe.py`` does the same for the default model on the demo document.
 
     python benchmarks/bench_recipe_eval.py [--model qwen2.5-coder-0.5b] [--doc squad2dev_Amazon_rainforest]
-        [--limit-questions 20] [--recipes upper-half,all-layers,...]
+        [--limit-questions 20] [--recipes upper-half,all-layers,...] [--work DIR] [--out DIR]
 
 Every recipe names its layers explicitly, so the table keeps its meaning when the defaults change. Each recipe runs
-in its own folder under --work, so an interrupted run resumes. Writes benchmarks/results/recipe-MODEL.md and .json.
+in its own folder under --work, so an interrupted run resumes. Writes benchmarks/results/recipe_eval/MODEL.md and
+MODEL.json.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import shlex
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+from common import DEV_SET, WORK, command_line, header, machine, merged, model_tag, results_dir, started_at, write_json
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks"))
-
-from bench_absorb import machine, model_tag  # noqa: E402
-from bench_recipe import merged  # noqa: E402
-
-DATA = REPO.parent / "shared" / "data" / "longdoc_qa_dev.jsonl"
+DATA = DEV_SET
 UPPER_HALF = {"layer_fraction": 0.5}
 ALL_LAYERS = {"layer_fraction": 1.0}
 RECIPES = {  # name: (what it changes, overrides of the default settings); the learning rate is the model's default
@@ -45,7 +35,7 @@ RECIPES = {  # name: (what it changes, overrides of the default settings); the l
 
 def f1_per_document(result) -> dict[str, float | None]:
     """The adapter's F1 on each document alone, as ``lift eval`` summarises it."""
-    from lift_tool.evaluate import summarise
+    from lift_tool.eval import summarise
 
     doc_ids = dict.fromkeys(row["doc_id"] for row in result.rows)
     return {doc_id: summarise([row for row in result.rows if row["doc_id"] == doc_id], result.documents)["lift"]["f1"]
@@ -58,18 +48,19 @@ def main() -> None:
     parser.add_argument("--doc", default="squad2dev_Amazon_rainforest", help="document id (a shell pattern) in the dev set")
     parser.add_argument("--limit-questions", type=int, default=20)
     parser.add_argument("--recipes", default=",".join(RECIPES))
-    parser.add_argument("--work", type=Path, default=Path.home() / ".cache" / "lift-tool" / "bench")
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    parser.add_argument("--work", type=Path, default=WORK)
+    parser.add_argument("--out", type=Path, default=results_dir("recipe_eval"))
     args = parser.parse_args()
     names = [n.strip() for n in args.recipes.split(",") if n.strip()]
     if unknown := [n for n in names if n not in RECIPES]:
         parser.error(f"unknown recipe(s) {unknown}: choose from {', '.join(RECIPES)}")
 
     from lift_tool.config import load_settings
-    from lift_tool.evaluate import run_evaluation
+    from lift_tool.eval import run_evaluation
 
     description = machine()
-    started = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    started = started_at()
+    begun = time.monotonic()
     tag = model_tag(args.model)
     defaults = load_settings(model=args.model).model_dump(include={"training", "lora"})
     rows = []
@@ -88,15 +79,11 @@ def main() -> None:
                      "steps": sum(document.get("steps") or 0 for document in result.documents.values()),
                      "minutes_this_run": round((time.monotonic() - t0) / 60, 1)})
 
-    command = "python benchmarks/bench_recipe_eval.py " + shlex.join(sys.argv[1:])
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"recipe-{tag}.json").write_text(json.dumps(
-        {"command": command, "started": started, "machine": description, "rows": rows}, indent=1))
+    command = command_line()
+    write_json(args.out / f"{tag}.json", {"command": command, "started": started, "machine": description, "rows": rows})
     lines = [
-        f"# Absorption recipes on a real article: `{args.model}`",
-        "",
-        f"Command: `{command.strip()}`, {started}. Machine: {description}.",
-        "",
+        *header(f"Absorption recipes on a real article: `{args.model}`", started, description,
+                (time.monotonic() - begun) / 60, command=command),
         f"Documents `{args.doc}` of `{DATA.name}`, the first {args.limit_questions} questions of each (never trained on), "
         "answered by the adapter alone with no document in the prompt. F1 and EM on the answerable ones (SQuAD "
         "normalisation); one run per recipe with the same seed, so with 10 to 15 answerable questions per document "
@@ -113,8 +100,8 @@ def main() -> None:
         lines.append(f"| {row['recipe']} | {row['what']} | {row['f1']} | {row['em']} | {per_document} | "
                      f"{row['answerable']} | {row['distinct']} | {row['abstention']} | {row['absorb_seconds']} "
                      f"| {row['steps']} |")
-    (args.out / f"recipe-{tag}.md").write_text("\n".join(lines) + "\n")
-    print(f"wrote {args.out / f'recipe-{tag}.md'}")
+    (args.out / f"{tag}.md").write_text("\n".join(lines) + "\n")
+    print(f"wrote {args.out / f'{tag}.md'}")
 
 
 if __name__ == "__main__":

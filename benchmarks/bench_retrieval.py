@@ -8,12 +8,12 @@ found at k when the k chunks returned hold what answers it:
   - LooGLE (a check on long documents, 11k-27k tokens): the share of the question's evidence sentences (its
     ``S`` field) that one chunk holds, word for word up to 80% of the sentence's words (the annotators
     retyped some sentences).
-Writes benchmarks/results/retrieval.md and retrieval.json.
+Writes benchmarks/results/retrieval/retrieval.md and retrieval.json.
 
 Data (read in place, never copied into the repository): ../shared/data/longdoc_qa_dev.jsonl (3 SQuAD
 articles), ../shared/data/loogle/{shortdep,longdep}_qa.jsonl (5 articles each).
 
-    python benchmarks/bench_retrieval.py [--data ../shared/data]
+    python benchmarks/bench_retrieval.py [--data ../shared/data] [--out DIR]
 """
 
 from __future__ import annotations
@@ -21,23 +21,19 @@ from __future__ import annotations
 import argparse
 import ast
 import json
-import platform
 import re
 import statistics
-import sys
 import tempfile
 import time
 from collections import Counter
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from common import DATA, header, machine, results_dir, started_at, write_json
 
-from lift_tool.evaluate import load_dataset  # noqa: E402
-from lift_tool.metrics import normalize_answer  # noqa: E402
+from lift_tool.eval import load_dataset  # noqa: E402
+from lift_tool.eval.scoring import normalize_answer  # noqa: E402
 from lift_tool.memory.retrieval import SEARCH_METHODS, RetrievalStore  # noqa: E402
 
-RESULTS = REPO / "benchmarks" / "results"
 KS = (1, 4, 8)  # 4 is what the prompt gets by default (RetrievalSettings.k)
 WORD = re.compile(r"\w+")
 
@@ -107,11 +103,10 @@ def measure(store: RetrievalStore, documents: list) -> dict:
             for method in SEARCH_METHODS}
 
 
-def report(results: list[dict], command: str, total_s: float) -> str:
+def report(results: list[dict], started: str, description: str, total_s: float) -> str:
     lines = [
-        "# Retrieval: does search find the passage that answers?", "",
-        f"Command: `{command}`; {total_s / 60:.1f} min on {platform.processor() or platform.machine()} "
-        f"({platform.system()}). Chunks of 200 word pieces overlapping by 50, as the store makes them; questions "
+        *header("Retrieval: does search find the passage that answers?", started, description, total_s / 60),
+        "Chunks of 200 word pieces overlapping by 50, as the store makes them; questions "
         "as `lift eval` asks them. Found at k: the share of questions whose answer the k returned chunks hold "
         "(SQuAD: a gold answer string; LooGLE: the evidence sentences, averaged per question). k = 4 is what "
         "the prompt gets by default. Search time: the median of one search (k = 8) within one document, "
@@ -139,8 +134,10 @@ def report(results: list[dict], command: str, total_s: float) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
+    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--out", type=Path, default=results_dir("retrieval"))
     args = parser.parse_args()
+    when, description = started_at(), machine()
     started = time.monotonic()
     results = []
     with tempfile.TemporaryDirectory() as folder:
@@ -148,10 +145,9 @@ def main() -> None:
         for data_set in load_sets(args.data):
             results.append({"name": data_set["name"], "methods": measure(store, data_set["documents"])})
             print(results[-1]["name"], json.dumps(results[-1]["methods"]), flush=True)
-    command = "python benchmarks/bench_retrieval.py"
-    (RESULTS / "retrieval.json").write_text(json.dumps(results, indent=1) + "\n")
-    (RESULTS / "retrieval.md").write_text(report(results, command, time.monotonic() - started))
-    print(f"wrote {RESULTS / 'retrieval.md'}")
+    write_json(args.out / "retrieval.json", results)
+    (args.out / "retrieval.md").write_text(report(results, when, description, time.monotonic() - started))
+    print(f"wrote {args.out / 'retrieval.md'}")
 
 
 if __name__ == "__main__":

@@ -3,21 +3,20 @@ passages alone, as rag does. This script scores that rule on quality reports wri
 results file given, every lift+rag row that kept such an adapter answer takes the rag row of the same question
 (the answer lift+rag now gives: rag's prompt on the base model, greedy decoding, so the same text).
 
-    python benchmarks/rescore_abstentions.py benchmarks/results/answer-share/quality-smollm2-135m-squad.json ...
+    python benchmarks/rescore_abstentions.py benchmarks/results/quality/smollm2-135m-squad.json.gz ...
 
-Prints one Markdown table row per file: lift+rag before and after, and rag for comparison.
+Reads the rows files of bench_quality.py (.json.gz, or .json as older reports and lift eval's results.json are).
+Prints one Markdown table row per file: lift+rag before and after, and rag for comparison. The results, on the
+reports written before the rule, are in docs/recipe.md.
 """
 
 from __future__ import annotations
 
-import json
 import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from common import read_json
 
-from lift_tool.evaluate import summarise  # noqa: E402
+from lift_tool.eval import summarise  # noqa: E402
 from lift_tool.prompts import is_abstention  # noqa: E402
 
 
@@ -40,7 +39,7 @@ def main() -> None:
           "| abstention on unanswerable before → after | rag F1 |")
     print("|---|---|---|---|---|---|---|")
     for name in sys.argv[1:]:
-        rows = json.loads(Path(name).read_text())
+        rows = read_json(name)
         before = summarise([r for r in rows if r["method"] in {"lift+rag", "rag"}], {})
         new_rows, replaced = rescored(rows)
         after = summarise(new_rows, {})["lift+rag"]

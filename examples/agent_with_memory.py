@@ -13,9 +13,9 @@ import os
 
 from langchain.agents import create_agent
 
-from lift_tool.chat_model import ScriptedChatModel, reply_with_tool_result, tool_call
-from lift_tool.demo import sample_document_path
 from lift_tool.lift import shared_lift
+from lift_tool.sample import sample_document_path
+from lift_tool.scripted_model import ScriptedChatModel, reply_with_tool_result, tool_call
 from lift_tool.tool import LiftToolkit
 
 SYSTEM = ("You answer questions about documents. Add a document with lift_absorb, then answer with lift_memory and "

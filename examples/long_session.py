@@ -14,7 +14,7 @@ from pathlib import Path
 
 from lift_tool.graphs.doc_qa import build_graph
 from lift_tool.graphs.router import graph as router
-from lift_tool.demo import sample_document_path
+from lift_tool.sample import sample_document_path
 
 
 def main() -> None:

@@ -15,7 +15,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lift_tool.throughput import DEFAULT_BUDGET_SECONDS
+from lift_tool.answering import Mode
+from lift_tool.routing import DEFAULT_BUDGET_SECONDS
 
 if TYPE_CHECKING:
     from langchain_core.runnables import RunnableConfig
@@ -36,7 +37,7 @@ class Configuration:
     budget_seconds: float | None = DEFAULT_BUDGET_SECONDS  # longest acceptable absorption; None: no limit
     background: bool = False  # absorb in a thread: the graph returns at once, the adapter lands later
     measure_throughput: bool = True  # False: estimate absorption time from a prior, without measuring once
-    mode: str = "auto"  # how questions are answered (see Lift.ask)
+    mode: Mode = "auto"  # how questions are answered (see Lift.ask)
     conversation_tokens: int | None = None  # doc_qa: absorb the conversation past this size (default: half the window)
     chat_model: str | None = None  # research assistant: "provider:model" (init_chat_model) to plan and write
     max_sub_questions: int = 3  # research assistant

@@ -29,8 +29,8 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
 
-from lift_tool.graphs import Configuration
 from lift_tool.errors import LiftError
+from lift_tool.graphs import Configuration
 
 _log = logging.getLogger("lift_tool.doc_qa")
 KEEP_MESSAGES = 2  # the last exchange stays in the prompt when the rest of the conversation is absorbed
@@ -66,10 +66,7 @@ def answer(state: DocQAState, config: RunnableConfig) -> dict[str, Any]:
         reply = lift.chat(to_conversation(messages), documents or None, mode=configuration.mode)
     except LiftError as err:  # a bad document name, an empty question...: said in the conversation
         return {"messages": [AIMessage(f"I could not answer: {err}")], "sources": []}
-    sources = [
-        {"doc_id": doc_id, "title": title, "passages": sorted({c.index for c in reply.chunks if c.doc_id == doc_id})}
-        for doc_id, title in reply.documents
-    ]
+    sources = reply.sources()["documents"]
     message = AIMessage(reply.text, response_metadata={"mode": reply.mode, "sources": sources})
     return {"messages": [message], "sources": sources}
 

@@ -31,9 +31,9 @@ from langchain_core.messages import HumanMessage, SystemMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END, START, StateGraph
 
-from lift_tool.graphs import Configuration
+from lift_tool.documents import DOCUMENT_SUFFIXES
 from lift_tool.errors import LiftError
-from lift_tool.throughput import PATH_SUFFIXES
+from lift_tool.graphs import Configuration
 
 _log = logging.getLogger("lift_tool.research")
 PLAN_PROMPT = (
@@ -73,7 +73,7 @@ def ingest(state: ResearchState, config: RunnableConfig) -> dict[str, Any]:
     folder = Path(state.get("folder") or "").expanduser()
     if not state.get("folder") or not folder.is_dir():
         return _stop(f"the folder {str(folder)!r} does not exist: give a folder of documents")
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in PATH_SUFFIXES
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in DOCUMENT_SUFFIXES
                    and not p.name.startswith("."))
     if not files:
         return _stop(f"no documents in {folder}: add text, Markdown, PDF or HTML files")
@@ -141,11 +141,8 @@ def answer(state: ResearchState, config: RunnableConfig) -> dict[str, Any]:
         except LiftError as err:
             findings.append({"question": question, "answer": f"(not answered: {err})", "mode": "none", "sources": []})
             continue
-        sources = [
-            {"doc_id": doc_id, "title": title, "passages": sorted({c.index for c in reply.chunks if c.doc_id == doc_id})}
-            for doc_id, title in reply.documents
-        ]
-        findings.append({"question": question, "answer": reply.text, "mode": reply.mode, "sources": sources})
+        findings.append({"question": question, "answer": reply.text, "mode": reply.mode,
+                         "sources": reply.sources()["documents"]})
     return {"findings": findings, "log": [f"answered {len(findings)} question(s) from memory"]}
 
 

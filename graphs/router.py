@@ -5,7 +5,7 @@
 
 - **context**: the document fits the answering model's window with room for a question and an answer;
 - **absorb**: LIFT trains an adapter, when this machine's measured absorption speed says it takes no longer than
-  the time budget (``lift_tool.throughput`` has the estimate and its formula);
+  the time budget (``lift_tool.routing`` decides, ``lift_tool.throughput`` has the estimate and its formula);
 - **retrieve**: otherwise, retrieval only, with the reason stated.
 
 The decision uses the document's token count, the model's window, whether the model runs on a CUDA GPU, the
@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import logging
 import operator
+from dataclasses import asdict
 from typing import Annotated, Any, TypedDict
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END, START, StateGraph
 
-from lift_tool.graphs import Configuration
 from lift_tool.errors import LiftError
+from lift_tool.graphs import Configuration
 
 _log = logging.getLogger("lift_tool.router")
 
@@ -54,29 +55,30 @@ class RouterOutput(TypedDict, total=False):
 
 
 class RouterState(RouterInput, RouterOutput, total=False):
-    budget_seconds: float | None  # carried from decide to absorb
+    # Read and decided once, in decide; carried to index and absorb as plain data (a checkpointer stores it).
+    document: dict | None  # the Document's fields
+    decision: dict | None  # the RouteDecision's fields
 
 
-def _document(state: RouterState, lift):
-    from lift_tool.throughput import read_source
+def _document(state: RouterState):
+    from lift_tool.documents import Document
 
-    return read_source(lift, state["source"], state.get("title"))
+    return Document(**state["document"])
 
 
 def _decision(state: RouterState):
-    from lift_tool.throughput import RouteDecision
+    from lift_tool.routing import RouteDecision
 
-    return RouteDecision(state["route"], state["reason"], state["tokens"], 0, False, state.get("estimated_seconds"),
-                         state.get("budget_seconds"))
+    return RouteDecision(**state["decision"])
 
 
 # On a thread that persists state, an error must not leave an earlier run's decision in place.
-_NOTHING_DECIDED = {"doc_id": None, "route": None, "reason": None, "tokens": None}
+_NOTHING_DECIDED = {"doc_id": None, "route": None, "reason": None, "tokens": None, "document": None, "decision": None}
 
 
 def decide(state: RouterState, config: RunnableConfig) -> dict[str, Any]:
     """Read the document and decide its route."""
-    from lift_tool.throughput import plan_route
+    from lift_tool.routing import plan_route, read_source
 
     configuration = Configuration.from_runnable_config(config)
     if not isinstance(state.get("source"), str) or not state["source"].strip():
@@ -84,7 +86,7 @@ def decide(state: RouterState, config: RunnableConfig) -> dict[str, Any]:
         return {**_NOTHING_DECIDED, "status": "error", "error": error, "log": [f"error: {error}"]}
     try:
         lift = configuration.lift()
-        document = _document(state, lift)
+        document = read_source(lift, state["source"], state.get("title"))
         override = state.get("route_override") or configuration.route_override
         decision = plan_route(lift, document, override, configuration.budget_seconds, configuration.measure_throughput)
     except LiftError as err:
@@ -98,28 +100,29 @@ def decide(state: RouterState, config: RunnableConfig) -> dict[str, Any]:
         "route": decision.route,
         "reason": decision.reason,
         "estimated_seconds": decision.estimated_seconds,
-        "budget_seconds": decision.budget_seconds,
         "error": None,
+        "document": asdict(document),
+        "decision": asdict(decision),
         "log": [f"route {decision.route} for {document.title!r}: {decision.reason}"],
     }
 
 
 def index(state: RouterState, config: RunnableConfig) -> dict[str, Any]:
     """Index the document for retrieval, whatever its route."""
-    from lift_tool.throughput import index_routed
+    from lift_tool.routing import index_routed
 
     lift = Configuration.from_runnable_config(config).lift()
-    status = index_routed(lift, _document(state, lift), _decision(state))
+    status = index_routed(lift, _document(state), _decision(state))
     return {"status": status, "log": [f"indexed {state['title']!r} for retrieval ({state['tokens']:,} tokens)"]}
 
 
 def absorb(state: RouterState, config: RunnableConfig) -> dict[str, Any]:
     """Absorb the document into an adapter, or start doing so in the background."""
-    from lift_tool.throughput import absorb_routed
+    from lift_tool.routing import absorb_routed
 
     configuration = Configuration.from_runnable_config(config)
     lift = configuration.lift()
-    status, error, _job = absorb_routed(lift, _document(state, lift), _decision(state), configuration.background)
+    status, error, _job = absorb_routed(lift, _document(state), _decision(state), configuration.background)
     if status == "failed":
         line = f"absorbing {state['title']!r} failed ({error}): kept for retrieval only"
         return {"status": status, "error": error, "reason": f"{state['reason']}; {line}", "log": [line]}

@@ -13,7 +13,7 @@ __version__ = "0.1.0"
 # public name -> the module that defines it
 _EXPORTS = {
     "Lift": "lift_tool.lift",
-    "Answer": "lift_tool.lift",
+    "Answer": "lift_tool.answering",
     "LiftMemory": "lift_tool.tool",
     "LiftToolkit": "lift_tool.tool",
     "LiftChatModel": "lift_tool.chat_model",

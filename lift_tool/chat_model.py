@@ -1,4 +1,4 @@
-"""Chat models for LangChain code.
+"""``LiftChatModel``: lift-tool's memory as a LangChain chat model.
 
 ``LiftChatModel`` is the local answering model with lift-tool's memory, as a LangChain ``BaseChatModel``: chains
 and graphs call it like any chat model, and each reply comes from the model with the adapters of the documents
@@ -7,28 +7,26 @@ the conversation is about swapped in (and retrieved passages, or the document, i
 Tool calls: small local models (the default is SmolLM2-135M) cannot emit tool calls reliably, natively or by a
 prompt-and-parse protocol, so ``LiftChatModel.bind_tools`` refuses with a message saying what to do. Tool choice
 stays in code: the graphs in ``graphs/`` decide what to call, and agents that choose tools themselves use a
-tool-calling chat model with ``LiftMemory`` as one of its tools.
-
-``ScriptedChatModel`` stands in for such a tool-calling model where none is available (tests, and the examples
-when run offline): it replies from a script, step by step, and can call tools.
+tool-calling chat model with ``LiftMemory`` as one of its tools (``lift_tool.scripted_model`` stands in for
+one where none is available).
 """
 
 from __future__ import annotations
 
-import itertools
 import queue
 import threading
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from langchain_core.language_models.chat_models import BaseChatModel
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage, ToolMessage
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, ToolMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
-from pydantic import Field, PrivateAttr
+from pydantic import Field
 
 from lift_tool.errors import LiftError
 
 if TYPE_CHECKING:
-    from lift_tool.lift import Answer, Lift
+    from lift_tool.answering import Answer
+    from lift_tool.lift import Lift
 
 ROLES = {"system": "system", "human": "user", "ai": "assistant", "tool": "user"}
 
@@ -99,10 +97,11 @@ class LiftChatModel(BaseChatModel):
 
     @staticmethod
     def _metadata(answer: "Answer") -> dict[str, Any]:
+        sources = answer.sources()
         return {
             "mode": answer.mode,
-            "documents": [{"doc_id": doc_id, "title": title} for doc_id, title in answer.documents],
-            "passages": [{"doc_id": c.doc_id, "index": c.index, "score": round(c.score, 4)} for c in answer.chunks],
+            "documents": [{"doc_id": d["doc_id"], "title": d["title"]} for d in sources["documents"]],
+            "passages": [{k: p[k] for k in ("doc_id", "index", "score")} for p in sources["passages"]],
         }
 
     def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None, run_manager: Any = None,
@@ -148,73 +147,4 @@ class LiftChatModel(BaseChatModel):
         yield ChatGenerationChunk(message=AIMessageChunk(content="", response_metadata=self._metadata(outcome["answer"])))
 
 
-# ---------------------------------------------------------------------------------------- scripted model
-
-
-
-class ScriptedChatModel(BaseChatModel):
-    """A tool-calling chat model that replies from a script, for tests and offline examples.
-
-    Each call takes the next step: an ``AIMessage`` (possibly with tool calls), a string, or a function of the
-    messages so far that returns one of those. ``bind_tools`` accepts the tools and remembers their names; a
-    step that calls a tool not bound is an error, as is running past the end of the script.
-    """
-
-    script: list[Any]
-    _position: int = PrivateAttr(default=0)
-    _bound: list[str] = PrivateAttr(default_factory=list)
-
-    @property
-    def _llm_type(self) -> str:
-        return "scripted"
-
-    @property
-    def calls(self) -> int:
-        """How many replies it has given."""
-        return self._position
-
-    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> "ScriptedChatModel":
-        from langchain_core.utils.function_calling import convert_to_openai_tool
-
-        self._bound = [convert_to_openai_tool(tool)["function"]["name"] for tool in tools]
-        return self
-
-    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None, run_manager: Any = None,
-                  **kwargs: Any) -> ChatResult:
-        if self._position >= len(self.script):
-            raise ValueError(f"the script has only {len(self.script)} steps; the model was called once more")
-        step = self.script[self._position]
-        self._position += 1
-        reply = step(list(messages)) if callable(step) else step
-        message = AIMessage(content=reply) if isinstance(reply, str) else reply
-        unknown = [call["name"] for call in message.tool_calls if self._bound and call["name"] not in self._bound]
-        if unknown:
-            raise ValueError(f"the script calls {unknown}, which are not among the bound tools {self._bound}")
-        return ChatResult(generations=[ChatGeneration(message=message)])
-
-
-_call_ids = itertools.count(1)
-
-
-def tool_call(name: str, **args: Any) -> AIMessage:
-    """An AI message that calls one tool (``args`` as given, right or wrong)."""
-    return AIMessage(content="", tool_calls=[{"name": name, "args": args, "id": f"call_{next(_call_ids)}", "type": "tool_call"}])
-
-
-def ask_tool(name: str, argument: str = "question") -> Callable[[list[BaseMessage]], AIMessage]:
-    """A script step that calls ``name`` with the user's last message as ``argument``."""
-
-    def step(messages: list[BaseMessage]) -> AIMessage:
-        question = next(m.text for m in reversed(messages) if isinstance(m, HumanMessage))
-        return tool_call(name, **{argument: question})
-
-    return step
-
-
-def reply_with_tool_result(messages: list[BaseMessage]) -> str:
-    """A script step that answers with the last tool result, as an agent relaying it would."""
-    return next(m.text for m in reversed(messages) if isinstance(m, ToolMessage))
-
-
-__all__ = ["LiftChatModel", "ScriptedChatModel", "ToolCallingNotSupported", "to_conversation", "tool_call",
-           "ask_tool", "reply_with_tool_result"]
+__all__ = ["LiftChatModel", "ToolCallingNotSupported", "to_conversation"]

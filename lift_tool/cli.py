@@ -17,9 +17,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from lift_tool.answering import MODES
 from lift_tool.errors import LiftError
-
-MODES = ("auto", "base", "lift", "rag", "lift+rag", "context")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -128,11 +127,11 @@ def cmd_absorb(args) -> int:
     if result.cached:
         print(f"already absorbed (same text, model and settings): {result.document.short_id}  {result.document.title}")
         return 0
-    budget_note = " (stopped at the time budget)" if manifest.get("stopped_by_budget") else ""
+    budget_note = " (stopped at the time budget)" if manifest.stopped_by_budget else ""
     print(
         f"absorbed {result.document.short_id}  {result.document.title}\n"
-        f"  {manifest['tokens']:,} tokens, {manifest['steps']} steps in {manifest['train_seconds']:.1f} s{budget_note}, "
-        f"{manifest['tokens_per_second']:.0f} training tokens/s, final loss {manifest['losses']['final']}\n"
+        f"  {manifest.tokens:,} tokens, {manifest.steps} steps in {manifest.train_seconds:.1f} s{budget_note}, "
+        f"{manifest.tokens_per_second:.0f} training tokens/s, final loss {manifest.losses['final']}\n"
         f"  ask it:  lift ask {result.document.short_id} \"your question\""
     )
     return 0
@@ -157,21 +156,20 @@ def cmd_ask(args) -> int:
 def _print_sources(answer) -> None:
     if answer.mode == "none":
         return
-    titles = ", ".join(title for _, title in answer.documents)
+    sources = answer.sources()
+    titles = ", ".join(document["title"] for document in sources["documents"])
     line = f"[{answer.mode}; {titles}; {answer.seconds:.1f} s]"
-    if answer.chunks:
-        cites = "; ".join(f"{chunk.title} #{chunk.index} (chars {chunk.start}-{chunk.end})" for chunk in answer.chunks)
+    if sources["passages"]:
+        cites = "; ".join(f"{p['title']} #{p['index']} (chars {p['start']}-{p['end']})" for p in sources["passages"])
         line += f"\n[sources: {cites}]"
     print(line, file=sys.stderr)
 
 
 def cmd_list(args) -> int:
-    from lift_tool.memory.registry import Registry
-
-    settings = _settings(args)
-    documents = Registry(settings.home).list_documents()
+    lift = _lift(args)
+    documents = lift.documents()
     if not documents:
-        print(f"no documents in {settings.home}: add one with `lift absorb FILE`")
+        print(f"no documents in {lift.settings.home}: add one with `lift absorb FILE`")
         return 0
     print(f"{'id':<12} {'tokens':>8} {'route':<8} {'model':<24} {'size':>9} {'train s':>8}  {'created':<20} title")
     for doc in documents:
@@ -189,9 +187,7 @@ def cmd_forget(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    from lift_tool.memory.registry import Registry
-
-    report = Registry(_settings(args).home).verify(repair=args.repair)
+    report = _lift(args).verify(repair=args.repair)
     problems = report.problems()
     for problem in problems:
         print(f"problem: {problem}")
@@ -206,17 +202,13 @@ def cmd_verify(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from lift_tool.memory.registry import Registry
-
-    path = Registry(_settings(args).home).export(args.doc, args.file)
+    path = _lift(args).export(args.doc, args.file)
     print(f"wrote {path}")
     return 0
 
 
 def cmd_import(args) -> int:
-    lift = _lift(args)
-    entry = lift.registry.import_archive(args.file)
-    lift.store.add_document(entry.doc_id, entry.title, lift.registry.document_text(entry.doc_id))
+    entry = _lift(args).import_archive(args.file)
     print(f"imported {entry.short_id}  {entry.title}")
     return 0
 
@@ -239,7 +231,7 @@ def cmd_chat(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from lift_tool.evaluate import run_evaluation
+    from lift_tool.eval import run_evaluation
 
     settings = _settings(args)
     run_evaluation(settings, Path(args.data), [m.strip() for m in args.methods.split(",") if m.strip()],

@@ -41,7 +41,7 @@ class LoraSettings(BaseModel):
 
 
 class TaskMix(BaseModel):
-    """Relative weights of the four kinds of training example (see ``lift_tool.tasks``).
+    """Relative weights of the four kinds of training example (see ``lift_tool.training.tasks``).
 
     A weight is how many passes over the kind's natural set one epoch holds (every segment once, every
     generated question once); fractions take a random part; 0 turns a kind off. The defaults were chosen by

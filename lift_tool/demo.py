@@ -8,28 +8,19 @@ in the prompt, and marked right when the answer contains an accepted answer.
 
 from __future__ import annotations
 
-import json
 import sys
 import tempfile
 import time
-from importlib import resources
 from pathlib import Path
 
 from lift_tool.config import Settings
+from lift_tool.sample import sample_document_path, sample_questions
 
 DEMO_MODES = (("base", "no memory"), ("lift", "adapter (LIFT)"), ("context", "document in prompt"))
 
 
-def sample_document_path() -> Path:
-    return Path(str(resources.files("lift_tool") / "data" / "harrowmere.md"))
-
-
-def sample_questions() -> list[dict]:
-    path = resources.files("lift_tool") / "data" / "harrowmere_questions.json"
-    return json.loads(path.read_text(encoding="utf-8"))["questions"]
-
-
 def is_right(prediction: str, answers: list[str]) -> bool:
+    """Whether an answer contains one of the accepted answers (case aside)."""
     lowered = prediction.lower()
     return any(answer.lower() in lowered for answer in answers)
 
@@ -52,9 +43,9 @@ def run_demo(settings: Settings, keep: bool = False, budget_seconds: float | Non
         document = lift.read(sample_document_path())
         result = lift.absorb(document, budget_seconds=budget_seconds, progress=True)
         manifest = result.adapter.manifest
-        say(f"document {document.title!r}: {manifest['tokens']:,} tokens")
-        say(f"absorbed in {result.seconds:.1f} s ({manifest['steps']} steps, {manifest['tokens_per_second']:.0f} "
-            f"training tokens/s, {manifest['qa_pairs']} generated questions)\n")
+        say(f"document {document.title!r}: {manifest.tokens:,} tokens")
+        say(f"absorbed in {result.seconds:.1f} s ({manifest.steps} steps, {manifest.tokens_per_second:.0f} "
+            f"training tokens/s, {manifest.qa_pairs} generated questions)\n")
 
         questions = sample_questions()
         right = {mode: 0 for mode, _ in DEMO_MODES}
@@ -77,7 +68,7 @@ def run_demo(settings: Settings, keep: bool = False, budget_seconds: float | Non
             say(f"    {label:<19} {right[mode]}/{n} right ({100 * right[mode] / n:.0f}%), "
                 f"{seconds[mode] / n:.2f} s per question")
         say(f"\nabsorption took {result.seconds:.1f} s once; the adapter answers with a prompt "
-            f"{manifest['tokens']:,} tokens shorter than the in-context answer.")
+            f"{manifest.tokens:,} tokens shorter than the in-context answer.")
         if keep:
             say(f"the document stays in {settings.home}: try  lift ask {result.document.short_id} \"...\"")
     return 0

@@ -13,11 +13,13 @@ from lift_tool.errors import InputError
 from lift_tool.segment import document_id, normalise_text
 
 TEXT_SUFFIXES = {".txt", ".md", ".markdown", ".rst", ".text", ""}
-DOCUMENT_SUFFIXES = (TEXT_SUFFIXES - {""}) | {".pdf", ".html", ".htm"}
+DOCUMENT_SUFFIXES = (TEXT_SUFFIXES - {""}) | {".pdf", ".html", ".htm"}  # the files read as documents
 
 
 @dataclass(frozen=True)
 class Document:
+    """A document read and normalised; ``doc_id`` is the sha256 of its text, so the same text is the same document."""
+
     text: str  # normalised
     title: str
     doc_id: str

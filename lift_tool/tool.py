@@ -24,11 +24,13 @@ from typing import TYPE_CHECKING, Any, Literal
 from langchain_core.tools import BaseTool, BaseToolkit, ToolException
 from pydantic import BaseModel, Field
 
+from lift_tool.answering import Mode
 from lift_tool.errors import LiftError
-from lift_tool.throughput import DEFAULT_BUDGET_SECONDS
+from lift_tool.routing import DEFAULT_BUDGET_SECONDS
 
 if TYPE_CHECKING:
-    from lift_tool.lift import Answer, Lift
+    from lift_tool.answering import Answer
+    from lift_tool.lift import Lift
 
 _log = logging.getLogger("lift_tool.tool")
 
@@ -103,7 +105,7 @@ class AskInput(BaseModel):
         description="Which documents to ask (ids, id prefixes or exact titles, as lift_list shows them). "
                     "Leave it out to let the memory choose by the question.",
     )
-    mode: Literal["auto", "base", "lift", "rag", "lift+rag", "context"] = Field(default="auto", description=MODE_HELP)
+    mode: Mode = Field(default="auto", description=MODE_HELP)
 
 
 class LiftMemory(_LiftTool):
@@ -121,7 +123,7 @@ class LiftMemory(_LiftTool):
     max_new_tokens: int | None = None
 
     def _act(self, question: str, documents: list[str] | str | None = None, mode: str = "auto") -> tuple[str, dict]:
-        from lift_tool.lift import NOTHING_MATCHES
+        from lift_tool.answering import NOTHING_MATCHES
 
         lift = self.memory()
         stored = lift.documents()
@@ -145,12 +147,11 @@ class LiftMemory(_LiftTool):
             "base": "without memory",
         }.get(answer.mode, answer.mode)
         parts = []
-        for doc_id, title in answer.documents:
-            chunks = sorted({chunk.index for chunk in answer.chunks if chunk.doc_id == doc_id})
-            cited = _doc_label(doc_id, title)
-            if chunks:
-                cited += " passages " + ", ".join(f"#{index}" for index in chunks)
-            status = self.memory().absorption_status(doc_id)
+        for source in answer.sources()["documents"]:
+            cited = _doc_label(source["doc_id"], source["title"])
+            if source["passages"]:
+                cited += " passages " + ", ".join(f"#{index}" for index in source["passages"])
+            status = self.memory().absorption_status(source["doc_id"])
             if status.state == "running":
                 cited += " (still being absorbed: answered without its adapter for now)"
             parts.append(cited)
@@ -159,14 +160,12 @@ class LiftMemory(_LiftTool):
 
 def _artifact(answer: "Answer") -> dict:
     """The answer as data, for code that reads the ToolMessage's artifact."""
+    sources = answer.sources()
     return {
         "answer": answer.text,
         "mode": answer.mode,
-        "documents": [{"doc_id": doc_id, "title": title} for doc_id, title in answer.documents],
-        "chunks": [
-            {"doc_id": c.doc_id, "title": c.title, "index": c.index, "score": round(c.score, 4), "text": c.text}
-            for c in answer.chunks
-        ],
+        "documents": [{"doc_id": d["doc_id"], "title": d["title"]} for d in sources["documents"]],
+        "chunks": [{k: p[k] for k in ("doc_id", "title", "index", "score", "text")} for p in sources["passages"]],
         "seconds": round(answer.seconds, 2),
     }
 
@@ -203,7 +202,7 @@ class AbsorbDocument(_LiftTool):
     def _act(self, text: str | None = None, path: str | None = None, title: str | None = None,
              route: str = "auto") -> str:
         from lift_tool.documents import make_document, read_document
-        from lift_tool.throughput import plan_route, store_routed
+        from lift_tool.routing import plan_route, store_routed
 
         if (text is None) == (path is None):
             raise ToolException(f"Error: {self.name} needs exactly one of `text` or `path`. Call it again with {self.usage}.")
@@ -228,6 +227,8 @@ class ListInput(BaseModel):
 
 
 class ListDocuments(_LiftTool):
+    """List the stored documents, with how each is stored and whether its absorption has finished."""
+
     name: str = "lift_list"
     description: str = "List the documents in memory: id, title, length, how each is stored and whether it is absorbed."
     args_schema: type[BaseModel] = ListInput
@@ -250,6 +251,8 @@ class ForgetInput(BaseModel):
 
 
 class ForgetDocument(_LiftTool):
+    """Remove a document from memory: its adapters, its text and its retrieval passages."""
+
     name: str = "lift_forget"
     description: str = "Remove a document from memory: its adapters, its text and its retrieval index."
     args_schema: type[BaseModel] = ForgetInput

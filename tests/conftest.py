@@ -1,5 +1,11 @@
 """Shared fixtures: a tiny randomly initialised Llama for fast mechanics tests, and the real default model
-for the few behaviour tests (marked ``slow``)."""
+for the few behaviour tests (marked ``slow``).
+
+Only ``real_loaded`` loads the real model, once per session, for the tests that ask for it. The tiny model
+borrows the real tokenizer, which lies in the real model's converted folder: converting the bundled GGUF file
+takes about a minute once per machine (into the user cache; later sessions find it there at once), while
+reading the tokenizer alone from the GGUF file would take ten seconds in every session.
+"""
 
 from __future__ import annotations
 
@@ -12,17 +18,33 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-TINY_VOCAB_SOURCE = "smollm2-135m"  # the tiny model borrows the real tokenizer so text round-trips
+REAL_MODEL = "smollm2-135m"  # the default model; the tiny model borrows its tokenizer so text round-trips
 
 
 @pytest.fixture(scope="session")
-def real_tokenizer_dir(tmp_path_factory) -> Path:
+def real_model_dir() -> Path:
     """The default model's converted folder (converted once per machine into the user cache)."""
     from lift_tool.config import Settings
     from lift_tool.models import resolve_spec
 
-    _, folder = resolve_spec(TINY_VOCAB_SOURCE, Settings())
+    _, folder = resolve_spec(REAL_MODEL, Settings())
     return Path(folder)
+
+
+@pytest.fixture(scope="session")
+def real_tokenizer_dir(real_model_dir) -> Path:
+    """A folder with the default model's tokenizer: its converted folder (no weights are loaded from it)."""
+    return real_model_dir
+
+
+@pytest.fixture(scope="session")
+def real_loaded(real_model_dir):
+    """The default model loaded on the CPU in the default number format, shared by the session's tests: they
+    generate with it and must leave it as they found it (remove any hook they add)."""
+    from lift_tool.config import Settings
+    from lift_tool.models import load_model
+
+    return load_model(settings=Settings(model=str(real_model_dir), device="cpu"))
 
 
 @pytest.fixture(scope="session")
@@ -66,12 +88,13 @@ def tiny_settings(tiny_model_dir, lift_home):
     from lift_tool.config import Settings
 
     # float32: the tiny model's tests compare logits with PEFT's own to 1e-5; the real-model tests run the
-    # default number format (bf16 on CPUs with bf16 kernels).
+    # default number format (bf16 on CPUs with bf16 instructions).
     return Settings(model=str(tiny_model_dir), home=lift_home, device="cpu", dtype="float32")
 
 
 @pytest.fixture
 def tiny_loaded(tiny_settings):
+    """The tiny model, loaded afresh for each test: tests change it (adapters, attention, training)."""
     from lift_tool.models import load_model
 
     return load_model(settings=tiny_settings)

@@ -2,9 +2,11 @@ import json
 
 import pytest
 
-from lift_tool.absorb import MANIFEST_FILE, absorb, choose_backend
 from lift_tool.documents import make_document
 from lift_tool.errors import AbsorptionInterrupted, BudgetError, ConfigError, InputError
+from lift_tool.memory.manifest import MANIFEST_FILE
+from lift_tool.training.absorb import absorb
+from lift_tool.training.backend import choose_backend
 
 TEXT = """# Brimley
 
@@ -35,10 +37,10 @@ def test_absorb_writes_a_plain_peft_adapter_and_leaves_the_base_model_as_it_was(
     manifest = absorb(make_document(TEXT), tiny_loaded, _settings(tiny_settings), out, progress=False)
 
     assert (out / "adapter_config.json").is_file() and (out / "adapter_model.safetensors").is_file()
-    assert json.loads((out / MANIFEST_FILE).read_text()) == manifest
-    assert manifest["base_fingerprint"] == tiny_loaded.fingerprint
-    assert manifest["backend"] == "peft" and manifest["steps"] > 0 and manifest["qa_pairs"] > 0
-    assert manifest["losses"]["final"] is not None
+    assert json.loads((out / MANIFEST_FILE).read_text()) == manifest.to_json()
+    assert manifest.base_fingerprint == tiny_loaded.fingerprint
+    assert manifest.backend == "peft" and manifest.steps > 0 and manifest.qa_pairs > 0
+    assert manifest.losses["final"] is not None
     assert not any("lora" in name for name, _ in tiny_loaded.model.named_parameters())
     assert torch.equal(before, _logits(tiny_loaded))  # LoRA layers removed, weights restored to fp32
 
@@ -52,11 +54,11 @@ def test_absorb_writes_a_plain_peft_adapter_and_leaves_the_base_model_as_it_was(
 
     names = list(load_file(out / "adapter_model.safetensors"))
     assert names and all(".layers.1." in name for name in names)  # the upper half of the 2 layers only
-    assert manifest["settings"]["training"]["learning_rate"] == 4e-3  # chosen for a small model
-    assert manifest["settings"]["lora"]["layer_fraction"] == 0.5
-    assert manifest["settings"]["training"]["max_answer_share"] == 0.02
+    assert manifest.settings["training"]["learning_rate"] == 4e-3  # chosen for a small model
+    assert manifest.settings["lora"]["layer_fraction"] == 0.5
+    assert manifest.settings["training"]["max_answer_share"] == 0.02
     # recorded as asked (layers and rate left to the model), so that asking again finds this adapter
-    assert manifest["settings_fingerprint"] == _settings(tiny_settings).training_fingerprint()
+    assert manifest.settings_fingerprint == _settings(tiny_settings).training_fingerprint()
 
 
 def test_lora_goes_on_the_upper_layers():
@@ -74,8 +76,8 @@ def test_settings_left_to_the_model_size_are_chosen_by_it():
 
     import torch
 
-    from lift_tool.absorb import settings_for_model
     from lift_tool.config import Settings
+    from lift_tool.training.recipe import settings_for_model
 
     def chosen_for(parameters_in, user: dict):
         loaded = SimpleNamespace(model=torch.nn.Linear(parameters_in, 1000, bias=False, device="meta"))  # no memory
@@ -89,9 +91,9 @@ def test_settings_left_to_the_model_size_are_chosen_by_it():
 
 
 def test_training_questions_keep_their_share_of_one_answer():
-    from lift_tool.absorb import generate_qa
     from lift_tool.config import Settings
-    from lift_tool.questions import QAPair
+    from lift_tool.training.questions import QAPair
+    from lift_tool.training.recipe import generate_qa
 
     class OneAnswerMostly:  # a question generator, as an LLM-based one plugs in
         def generate(self, text, title):
@@ -121,7 +123,7 @@ def test_budget_stops_early_and_keeps_what_was_learnt(tiny_loaded, tiny_settings
     settings = _settings(tiny_settings, epochs=50, budget_seconds=8)
     slow_steps = lambda report: time.sleep(0.5)  # noqa: E731 - so that the budget ends it on any machine
     manifest = absorb(make_document(TEXT), tiny_loaded, settings, tmp_path / "a", progress=False, on_step=slow_steps)
-    assert manifest["stopped_by_budget"] and 0 < manifest["steps"] < manifest["planned_steps"]
+    assert manifest.stopped_by_budget and 0 < manifest.steps < manifest.planned_steps
     assert (tmp_path / "a" / "adapter_model.safetensors").is_file()
 
 

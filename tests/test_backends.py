@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from lift_tool import absorb as absorb_module
-from lift_tool.absorb import MANIFEST_FILE, choose_backend, make_backend
 from lift_tool.errors import ConfigError
+from lift_tool.memory.manifest import MANIFEST_FILE
+from lift_tool.training import backend as backend_module
+from lift_tool.training.backend import choose_backend, make_backend
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -36,18 +37,18 @@ the upper four miles in 1979. Its engine Tullow, built in 1898, still runs on su
 
 
 def test_auto_picks_peft_on_cpu(monkeypatch):
-    monkeypatch.setattr(absorb_module, "unsloth_installed", lambda: True)  # even where Unsloth is installed
+    monkeypatch.setattr(backend_module, "unsloth_installed", lambda: True)  # even where Unsloth is installed
     assert choose_backend("auto", "cpu") == "peft"
 
 
 def test_auto_picks_peft_on_cuda_without_unsloth(monkeypatch):
-    monkeypatch.setattr(absorb_module, "unsloth_installed", lambda: False)
+    monkeypatch.setattr(backend_module, "unsloth_installed", lambda: False)
     assert choose_backend("auto", "cuda") == "peft"
     assert choose_backend("auto", "cuda:1") == "peft"
 
 
 def test_auto_picks_unsloth_on_cuda_where_installed(monkeypatch):
-    monkeypatch.setattr(absorb_module, "unsloth_installed", lambda: True)
+    monkeypatch.setattr(backend_module, "unsloth_installed", lambda: True)
     assert choose_backend("auto", "cuda:0") == "unsloth"
 
 
@@ -57,7 +58,7 @@ def test_peft_is_always_allowed():
 
 
 def test_explicit_unsloth_on_cpu_is_a_config_error(monkeypatch):
-    monkeypatch.setattr(absorb_module, "unsloth_installed", lambda: True)
+    monkeypatch.setattr(backend_module, "unsloth_installed", lambda: True)
     with pytest.raises(ConfigError) as caught:
         choose_backend("unsloth", "cpu")
     message = str(caught.value)
@@ -65,7 +66,7 @@ def test_explicit_unsloth_on_cpu_is_a_config_error(monkeypatch):
 
 
 def test_explicit_unsloth_on_cuda_without_unsloth_says_how_to_install(monkeypatch):
-    monkeypatch.setattr(absorb_module, "unsloth_installed", lambda: False)
+    monkeypatch.setattr(backend_module, "unsloth_installed", lambda: False)
     with pytest.raises(ConfigError, match=r"pip install 'lift-tool\[gpu\]'"):
         choose_backend("unsloth", "cuda")
 
@@ -74,8 +75,8 @@ def test_make_backend_does_not_import_unsloth():
     # A fresh interpreter: this process may have imported anything by now.
     code = (
         "import sys\n"
-        "from lift_tool.absorb import make_backend\n"
-        "from lift_tool.unsloth_backend import UnslothBackend\n"
+        "from lift_tool.training.backend import make_backend\n"
+        "from lift_tool.training.unsloth_backend import UnslothBackend\n"
         "backend = make_backend('unsloth')\n"
         "assert isinstance(backend, UnslothBackend) and backend.name == 'unsloth', backend\n"
         "heavy = sorted(m for m in ('unsloth', 'unsloth_zoo', 'torch', 'transformers', 'peft') if m in sys.modules)\n"
@@ -94,7 +95,7 @@ def test_make_backend_peft():
 
 
 def test_unsloth_attach_on_cpu_is_a_config_error(tiny_loaded, tiny_settings):
-    from lift_tool.unsloth_backend import UnslothBackend
+    from lift_tool.training.unsloth_backend import UnslothBackend
 
     assert tiny_loaded.path is not None and str(tiny_loaded.device) == "cpu"
     with pytest.raises(ConfigError) as caught:
@@ -106,7 +107,7 @@ def test_unsloth_attach_on_cpu_is_a_config_error(tiny_loaded, tiny_settings):
 
 def test_unsloth_attach_needs_a_model_folder(tiny_loaded, tiny_settings):
     from lift_tool.models import wrap_model
-    from lift_tool.unsloth_backend import UnslothBackend
+    from lift_tool.training.unsloth_backend import UnslothBackend
 
     in_memory = wrap_model(tiny_loaded.model, tiny_loaded.tokenizer, name="built-in-memory")
     assert in_memory.path is None
@@ -117,7 +118,7 @@ def test_unsloth_attach_needs_a_model_folder(tiny_loaded, tiny_settings):
 
 @pytest.mark.skipif(importlib.util.find_spec("unsloth") is not None, reason="Unsloth is installed here")
 def test_missing_unsloth_is_a_config_error_naming_the_extra():
-    from lift_tool.unsloth_backend import _import_unsloth
+    from lift_tool.training.unsloth_backend import _import_unsloth
 
     with pytest.raises(ConfigError, match=r"pip install 'lift-tool\[gpu\]'"):
         _import_unsloth()
@@ -149,10 +150,10 @@ def test_cli_absorb_with_unsloth_on_cpu_fails_in_one_line(tiny_model_dir, tmp_pa
 
 
 def test_auto_absorbs_with_peft_on_cpu(tiny_model_dir, lift_home, tmp_path):
-    from lift_tool.absorb import absorb
     from lift_tool.config import Settings
     from lift_tool.documents import make_document
     from lift_tool.models import load_model
+    from lift_tool.training.absorb import absorb
 
     settings = Settings(model=str(tiny_model_dir), home=lift_home, device="cpu", backend="auto",
                         training={"epochs": 0.2})
@@ -162,9 +163,9 @@ def test_auto_absorbs_with_peft_on_cpu(tiny_model_dir, lift_home, tmp_path):
 
     manifest = absorb(make_document(SHORT_DOCUMENT), loaded, settings, out, progress=False)
 
-    assert manifest["backend"] == "peft"
+    assert manifest.backend == "peft"
     assert json.loads((out / MANIFEST_FILE).read_text())["backend"] == "peft"
-    assert manifest["steps"] >= 1 and manifest["tokens_trained"] > 0
+    assert manifest.steps >= 1 and manifest.tokens_trained > 0
     assert (out / "adapter_config.json").is_file() and (out / "adapter_model.safetensors").is_file()
     after = loaded.model.state_dict()
     assert set(after) == set(before)  # the LoRA layers are gone again

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
 
-from lift_tool.chat_model import LiftChatModel, ScriptedChatModel, ToolCallingNotSupported, to_conversation, tool_call
+from lift_tool.chat_model import LiftChatModel, ToolCallingNotSupported, to_conversation
 from lift_tool.errors import LiftError
+from lift_tool.scripted_model import ScriptedChatModel, tool_call
 
 NOTE = ("# The Bellmoor lighthouse\n\nThe Bellmoor lighthouse stands on Gull Rock. It was built in 1901 by the "
         "engineer Ada Quill and is painted red and white.")
@@ -70,17 +71,17 @@ def test_streaming_gives_the_same_text_as_invoke(lift_home):
 
 
 def test_a_conversation_longer_than_the_window_loses_its_oldest_turns(lift, monkeypatch):
-    import lift_tool.answer
+    import lift_tool.answering
     from lift_tool.prompts import render
 
     prompts = []
-    real_generate = lift_tool.answer.generate_reply
+    real_generate = lift_tool.answering.generate_reply
 
     def generate_and_record(model, tokenizer, conversation, *args, **kwargs):  # the real generation, observed
         prompts.append(conversation)
         return real_generate(model, tokenizer, conversation, *args, **kwargs)
 
-    monkeypatch.setattr(lift_tool.answer, "generate_reply", generate_and_record)
+    monkeypatch.setattr(lift_tool.answering, "generate_reply", generate_and_record)
     lift.settings = lift.settings.model_copy(update={"context_window": 160})
     history = [SystemMessage("You are terse.")]
     for turn in range(12):

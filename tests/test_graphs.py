@@ -42,7 +42,7 @@ def lift_for(configurable: dict):
 def long_text(name: str) -> str:
     """The first half of the bundled sample (about 900 tokens: over what the tiny model's 1,024-token window
     leaves for a document), under another name."""
-    from lift_tool.demo import sample_document_path
+    from lift_tool.sample import sample_document_path
 
     text = sample_document_path().read_text().replace("Harrowmere", name)
     return text[: text.index("\n\n", 3300)]
@@ -206,7 +206,7 @@ def test_a_bad_document_name_is_answered_not_raised(configurable):
 
 def test_the_research_assistant_plans_answers_and_reports_with_a_configured_model(configurable):
     from lift_tool.graphs.research_assistant import build_graph
-    from lift_tool.chat_model import ScriptedChatModel
+    from lift_tool.scripted_model import ScriptedChatModel
 
     planner = ScriptedChatModel(script=["1. What is kelp glass made from?\n- Who built the tidal station?\nGlass is nice."])
     writer = ScriptedChatModel(script=[lambda messages: "Vessmoor lives on glass and tides.\n" + messages[-1].content])

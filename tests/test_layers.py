@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # where each importable package lives in the repository (pyproject.toml's package-dir)
 PACKAGE_DIRS = {"lift_tool": ROOT / "lift_tool", "lift_tool.memory": ROOT / "memory", "lift_tool.graphs": ROOT / "graphs"}
 LEAVES = {"lift_tool", "lift_tool.errors", "lift_tool.files"}
-FACES = ("lift_tool.graphs", "lift_tool.tool", "lift_tool.chat_model", "lift_tool.cli", "lift_tool.demo",
+FACES = ("lift_tool.graphs", "lift_tool.tool", "lift_tool.chat_model", "lift_tool.scripted_model", "lift_tool.cli", "lift_tool.demo",
          "lift_tool.eval", "lift_tool.retriever", "lift_tool.store")
 LAYERS = {"memory": 0, "engine": 1, "faces": 2}
 

@@ -1,8 +1,9 @@
 import pytest
 
 from lift_tool.errors import ConfigError, InputError, UnknownDocumentError
-from lift_tool.answer import Reply
-from lift_tool.lift import NOTHING_MATCHES, Lift, keeps_adapter_answer
+from lift_tool.answering import NOTHING_MATCHES, keeps_adapter_answer
+from lift_tool.generation import Reply
+from lift_tool.lift import Lift
 
 TEXT = """# Brimley
 
@@ -136,7 +137,7 @@ def test_questions_over_two_documents(lift):
 
 
 def test_a_long_document_is_cut_the_same_way_for_every_question(lift):
-    from lift_tool.answer import context_budget
+    from lift_tool.generation import context_budget
 
     tokenizer = lift.loaded.tokenizer
     short = context_budget(tokenizer, 8192, "Why?", ["Harbour"], 32)

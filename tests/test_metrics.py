@@ -2,7 +2,7 @@
 
 import pytest
 
-from lift_tool.metrics import best, choose_option, contains, exact_match, mc_correct, normalize_answer, parse_options, token_f1
+from lift_tool.eval.scoring import best, choose_option, contains, exact_match, mc_correct, normalize_answer, parse_options, token_f1
 
 QUALITY_QUESTION = """What does the author describe to be a confusing element of the debate?
 

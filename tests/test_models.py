@@ -9,15 +9,14 @@ from lift_tool.config import Settings, load_settings
 from lift_tool.errors import ConfigError, ModelError
 from lift_tool.models import (
     FINGERPRINT_FILE,
-    PACKED_DECODE_ATTENTION,
-    _lay_out_on_its_own,
-    _packed_decode_attention,
     cpu_has_bf16_kernels,
     fingerprint_folder,
     load_model,
     pick_dtype,
     resolve_spec,
 )
+from lift_tool.models.cpu_decoding import PACKED_DECODE_ATTENTION, _lay_out_on_its_own, _packed_decode_attention
+from lift_tool.models.device import cpuinfo_has_native_bf16
 
 
 def test_load_local_folder_has_fingerprint_and_window(tiny_loaded, tiny_model_dir):
@@ -34,6 +33,27 @@ def test_cpu_answers_in_bf16_only_where_the_cpu_has_bf16_kernels(tiny_model_dir,
     assert pick_dtype("cpu", "float32") == torch.float32  # asked for: always honoured
     loaded = load_model(settings=Settings(model=str(tiny_model_dir), home=lift_home, device="cpu"))
     assert loaded.model.dtype == pick_dtype("cpu")
+
+
+X86_FLAGS = "fpu vme de pse tsc msr pae mce cx8 apic sep mtrr sse sse2 ht syscall nx lm avx avx2 fma"
+AVX512 = " avx512f avx512dq avx512cd avx512bw avx512vl avx512_vnni"
+
+
+@pytest.mark.parametrize(
+    "cpuinfo, native",
+    [
+        (f"processor\t: 0\nflags\t\t: {X86_FLAGS}\n", False),  # AVX2 only
+        (f"processor\t: 0\nflags\t\t: {X86_FLAGS}{AVX512}\n", False),  # AVX-512 without bf16: emulated
+        (f"processor\t: 0\nflags\t\t: {X86_FLAGS}{AVX512} avx512_bf16\n", True),  # Zen 4, Cooper Lake
+        (f"processor\t: 0\nflags\t\t: {X86_FLAGS}{AVX512} amx_bf16 amx_tile amx_int8\n", True),  # Sapphire Rapids
+        ("processor\t: 0\nFeatures\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics i8mm bf16 sve\n", True),
+        ("processor\t: 0\nFeatures\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics\n", False),  # Graviton 2
+        ("processor\t: 0\nmodel name\t: a bf16 avx512_bf16 lookalike\n", False),  # only flag lines count
+        ("", False),
+    ],
+)
+def test_bf16_is_native_only_with_bf16_instructions(cpuinfo, native):
+    assert cpuinfo_has_native_bf16(cpuinfo) is native
 
 
 def test_one_new_token_attends_as_transformers_sdpa_does(tiny_loaded):
@@ -154,7 +174,7 @@ def test_two_processes_converting_at_once_leave_one_complete_folder(tmp_path):
 def test_reply_reports_how_sure_the_model_was_of_its_least_sure_token(tiny_loaded):
     import torch
 
-    from lift_tool.answer import generate_reply
+    from lift_tool.generation import generate_reply
     from lift_tool.prompts import messages, render
 
     model, tokenizer = tiny_loaded.model, tiny_loaded.tokenizer
@@ -169,16 +189,13 @@ def test_reply_reports_how_sure_the_model_was_of_its_least_sure_token(tiny_loade
     assert longer.text.startswith(one.text) and longer.least_token_probability <= one.least_token_probability
 
 
-
-def test_reply_gives_up_at_its_first_unsure_token(real_tokenizer_dir):
-    from lift_tool.answer import generate_reply
-    from lift_tool.config import Settings
-    from lift_tool.models import load_model
+@pytest.mark.slow
+def test_reply_gives_up_at_its_first_unsure_token(real_loaded):
+    from lift_tool.generation import generate_reply
     from lift_tool.prompts import messages
 
     # The default model: the random tiny one gives every token about the same (tiny) probability.
-    loaded = load_model(settings=Settings(model=str(real_tokenizer_dir), device="cpu"))
-    model, tokenizer = loaded.model, loaded.tokenizer
+    model, tokenizer = real_loaded.model, real_loaded.tokenizer
     conversation = messages("Who founded Brimley, and when?", ["Brimley"],
                             "Brimley is a market town. It was founded in 1802 by Ada Brim, a miller from Leeds.")
     full = generate_reply(model, tokenizer, conversation, max_new_tokens=12)
@@ -196,14 +213,14 @@ def test_reply_gives_up_at_its_first_unsure_token(real_tokenizer_dir):
                           give_up_below=full.least_token_probability * 0.999).text == full.text
 
 
-def test_prefix_cache_reads_the_context_once_and_answers_the_same(real_tokenizer_dir):
-    from lift_tool.answer import PrefixCache, generate_reply
-    from lift_tool.config import Settings
-    from lift_tool.models import load_model
+@pytest.mark.slow
+def test_prefix_cache_reads_the_context_once_and_answers_the_same(real_loaded):
+    import torch
+
+    from lift_tool.generation import PrefixCache, generate_reply
     from lift_tool.prompts import messages, render
 
-    loaded = load_model(settings=Settings(model=str(real_tokenizer_dir), device="cpu"))
-    model, tokenizer = loaded.model, loaded.tokenizer
+    model, tokenizer = real_loaded.model, real_loaded.tokenizer
     context = "Brimley is a market town. It was founded in 1802 by Ada Brim, a miller from Leeds. " * 4
     first = messages("Who founded Brimley?", ["Brimley"], context)
     second = messages("When was Brimley founded?", ["Brimley"], context)
@@ -224,4 +241,18 @@ def test_prefix_cache_reads_the_context_once_and_answers_the_same(real_tokenizer
     # The second question's first pass reads what follows the context, not the context again.
     assert read[0] <= prompt_tokens - context_tokens
     assert cached.text == uncached.text
-    assert cached.least_token_probability == pytest.approx(uncached.least_token_probability, rel=0.05)
+    # Reading the context in one pass or in two multiplies matrices of other shapes, which sum their terms in
+    # another order: numbers may differ by rounding. Greedy decoding keeps the text; the least token probability
+    # agrees to the rounding of the number format the model computes in. In each layer a product's result can
+    # differ by one rounding of the format it is stored in, u (2^-24 in float32; 2^-8, about 0.4%, in bf16,
+    # whose significand has 8 bits), plus a float32 sum of k terms taken in another order (at most k * 2^-24),
+    # and this compounds over the layers: (1 + u + k * 2^-24) ** layers - 1 (the scale rounding allows, not a
+    # proven bound). For SmolLM2-135M (30 layers, k up to 1,536) that is 0.28% in float32 and 13% in bf16.
+    # Native bf16 (AVX512_BF16, AMX, Arm BF16) and bf16 emulated with float32 instructions (AVX-512F alone) both
+    # sum in float32 and round each result to bf16, so the same tolerance holds for both: emulation costs time,
+    # not precision. Measured: float32 1.9e-7 (AVX2); bf16 2.8% (AVX2, asked for) and 5.2% (AVX-512F without
+    # AVX512_BF16, when bf16 was its default).
+    config = model.config
+    per_layer = torch.finfo(model.dtype).eps / 2 + max(config.hidden_size, config.intermediate_size) * 2.0 ** -24
+    tolerance = (1 + per_layer) ** config.num_hidden_layers - 1
+    assert cached.least_token_probability == pytest.approx(uncached.least_token_probability, rel=tolerance)

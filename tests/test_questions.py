@@ -1,5 +1,5 @@
 from lift_tool.prompts import NOT_IN_DOCUMENT
-from lift_tool.questions import (
+from lift_tool.training.questions import (
     QAPair,
     RuleQuestionGenerator,
     find_spans,

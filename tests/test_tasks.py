@@ -3,10 +3,10 @@ import random
 import pytest
 
 from lift_tool.config import Settings
+from lift_tool.sample import sample_document_path
 from lift_tool.documents import read_document
-from lift_tool.absorb import generate_qa
-from lift_tool.demo import sample_document_path
-from lift_tool.tasks import IGNORE, TaskBuilder, batches
+from lift_tool.training.recipe import generate_qa
+from lift_tool.training.tasks import IGNORE, TaskBuilder, batches
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from lift_tool.errors import ConfigError
-from lift_tool.throughput import decide_route
+from lift_tool.routing import decide_route
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_TRAINING = {"epochs": 0.05, "batch_tokens": 2048}  # a step or two: these tests are about mechanics
@@ -52,7 +52,7 @@ def call(tool, **args):
 def long_text(name: str) -> str:
     """The first half of the bundled sample (about 900 tokens: over what the tiny model's 1,024-token window
     leaves for a document), under another name."""
-    from lift_tool.demo import sample_document_path
+    from lift_tool.sample import sample_document_path
 
     text = sample_document_path().read_text().replace("Harrowmere", name)
     return text[: text.index("\n\n", 3300)]
@@ -245,7 +245,7 @@ def test_forgetting_a_document_while_it_is_absorbed_stops_the_absorption(lift):
 
 
 def test_an_absorption_whose_process_died_reads_as_interrupted(lift):
-    from lift_tool.lift import JOBS_DIR
+    from lift_tool.jobs import JOBS_DIR
 
     entry = lift.index(LIGHTHOUSE)
     ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
@@ -265,7 +265,7 @@ def test_an_absorption_whose_process_died_reads_as_interrupted(lift):
 def test_an_agent_recovers_from_a_bad_tool_call(tools):
     from langchain.agents import create_agent
 
-    from lift_tool.chat_model import ScriptedChatModel, reply_with_tool_result, tool_call
+    from lift_tool.scripted_model import ScriptedChatModel, reply_with_tool_result, tool_call
 
     model = ScriptedChatModel(script=[
         tool_call("lift_absorb", text=LIGHTHOUSE),
@@ -287,7 +287,7 @@ def test_the_agent_loop_on_the_real_model(lift_home, tmp_path):
     """Scripted tool calls, the real tools, the real local model answering from the document."""
     from langchain.agents import create_agent
 
-    from lift_tool.chat_model import ScriptedChatModel, ask_tool, reply_with_tool_result, tool_call
+    from lift_tool.scripted_model import ScriptedChatModel, ask_tool, reply_with_tool_result, tool_call
     from lift_tool.config import load_settings
     from lift_tool.lift import Lift
     from lift_tool.tool import LiftToolkit

@@ -1,0 +1,203 @@
+"""Generation: the model's reply to a prompt, as the model is (bare or with an adapter active), with how sure it
+was of it. Greedy; text can be streamed as it is produced. Also what fits a prompt to the window (``fit_context``,
+``context_budget``) and the prefix cache that reads a long context once for several questions.
+
+``lift_tool.answering`` decides what goes into the prompt and which adapters are active; this module only
+generates."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Callable
+
+from lift_tool.prompts import QUESTION_MARKER, messages, render
+
+
+def _cache_keyword() -> str:
+    """The name of a model's key/value cache, as ``generate`` takes it and model outputs hold it: transformers
+    5.24 renamed ``past_key_values`` to ``cache``, and warns about the old name."""
+    import transformers
+
+    major_minor = tuple(int(part) for part in transformers.__version__.split(".")[:2])
+    return "cache" if major_minor >= (5, 24) else "past_key_values"
+
+
+class PrefixCache:
+    """The key/value cache of the last long prompt prefix (instructions and context, up to the question), so
+    that several questions about the same text pay for reading it once.
+
+    A prefix is reused only with the same model state (``state``: which adapter is active, if any) and the same
+    tokens. One entry is kept: questions about one document tend to come together.
+    """
+
+    def __init__(self) -> None:
+        self._key: tuple | None = None
+        self._cache = None
+
+    def lookup(self, model, state: str, prefix_ids: list[int]):
+        """A private copy of the cache for ``prefix_ids``, computed on a miss."""
+        import torch
+
+        key = (id(model), state, tuple(prefix_ids))
+        if key != self._key:
+            with torch.inference_mode():
+                prefix = torch.tensor([prefix_ids], device=model.device)
+                # The decoder alone: the prefix's next-token scores are never used, and for a 3k-token prefix
+                # the output layer alone would cost seconds and a gigabyte of scores.
+                output = model.get_decoder()(input_ids=prefix, use_cache=True)
+                self._cache = getattr(output, _cache_keyword())
+            self._key = key
+        return copy.deepcopy(self._cache)  # generation appends to the cache it is given
+
+    def clear(self) -> None:
+        self._key, self._cache = None, None
+
+
+@dataclass
+class Reply:
+    """What the model wrote, and how sure it was of it."""
+
+    text: str
+    # The lowest probability the model gave to a token of the text as it chose it (1.0 for an empty text): how sure
+    # it was of its least sure word. lift+rag sets aside an adapter's answer that is not sure enough.
+    least_token_probability: float = 1.0
+
+
+def generate_reply(
+    model,
+    tokenizer,
+    conversation: list[dict[str, str]],
+    max_new_tokens: int = 64,
+    on_text: Callable[[str], None] | None = None,
+    prefix_cache: PrefixCache | None = None,
+    state: str = "base",
+    give_up_below: float = 0.0,
+) -> Reply:
+    """Greedy decoding of the assistant's reply to ``conversation``, with how sure the model was of it.
+
+    With a ``prefix_cache``, a prompt with context is split before its question: the part before is read once
+    and reused for later questions about the same context with the same model ``state``.
+    ``give_up_below``: stop as soon as the model gives a token less than this probability, for a caller that sets
+    such a reply aside anyway (lift+rag). The reply then ends at that token, its ``least_token_probability`` below
+    the threshold.
+    """
+    import torch
+    from transformers import StoppingCriteriaList
+
+    prompt = render(tokenizer, conversation, add_generation_prompt=True)
+    inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).to(model.device)
+    past = None
+    cut = prompt.rfind(QUESTION_MARKER)
+    if prefix_cache is not None and cut > 0:
+        prefix_ids = tokenizer(prompt[: cut + len(QUESTION_MARKER)], add_special_tokens=False)["input_ids"]
+        # Only when the prompt's tokens start with exactly the prefix's tokens (no merge across the cut).
+        if inputs["input_ids"][0, : len(prefix_ids)].tolist() == prefix_ids and len(prefix_ids) < inputs["input_ids"].shape[1]:
+            past = prefix_cache.lookup(model, state, prefix_ids)
+    streamer = _CallbackStreamer(tokenizer, on_text) if on_text else None
+    stop_ids = _stop_ids(tokenizer)
+    give_up = StoppingCriteriaList([_UnsureToken(give_up_below)]) if give_up_below > 0 else None
+    with torch.inference_mode():
+        output = model.generate(
+            **inputs,
+            **{_cache_keyword(): past},
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            temperature=None,
+            top_p=None,
+            top_k=None,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=stop_ids,
+            streamer=streamer,
+            stopping_criteria=give_up,
+            output_scores=give_up is not None,
+            output_logits=True,
+            return_dict_in_generate=True,
+        )
+        new_tokens = output.sequences[0, inputs["input_ids"].shape[1] :]
+        # The unprocessed scores of each step: the model's own probabilities, before any repetition penalty.
+        chosen = [torch.softmax(logits[0].float(), dim=-1)[token].item()
+                  for logits, token in zip(output.logits, new_tokens.tolist()) if token not in stop_ids]
+    text = tokenizer.decode(new_tokens, skip_special_tokens=True).strip()
+    return Reply(text, min(chosen, default=1.0))
+
+
+def answer(model, tokenizer, question: str, titles: list[str], context: str | None = None, max_new_tokens: int = 64,
+           on_text: Callable[[str], None] | None = None, prefix_cache: PrefixCache | None = None,
+           state: str = "base") -> str:
+    """Answer ``question`` about the documents named in ``titles``; ``context`` goes in the prompt if given."""
+    return generate_reply(model, tokenizer, messages(question, titles, context), max_new_tokens, on_text, prefix_cache,
+                          state).text
+
+
+def fit_context(tokenizer, text: str, budget_tokens: int) -> str:
+    """``text`` cut to ``budget_tokens`` tokens by removing its middle (as LIFT's truncated in-context baseline
+    does): the beginning and end of a document usually say the most about it."""
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    if len(ids) <= budget_tokens:
+        return text
+    if budget_tokens <= 0:
+        return ""
+    head = budget_tokens // 2
+    tail = budget_tokens - head
+    return tokenizer.decode(ids[:head]) + "\n[…]\n" + tokenizer.decode(ids[-tail:])
+
+
+def context_budget(tokenizer, context_window: int, question: str, titles: list[str], max_new_tokens: int) -> int:
+    """Tokens left for context once the prompt around it and the answer are accounted for, rounded down to a
+    multiple of 256 so that questions of different lengths cut a long document the same way (and the prefix
+    cache can reuse what one question read for the next)."""
+    overhead = len(tokenizer(render(tokenizer, messages(question, titles, "x"), True), add_special_tokens=False)["input_ids"])
+    room = max(0, context_window - overhead - max_new_tokens - 8)
+    return room - room % 256 if room >= 256 else room
+
+
+def _stop_ids(tokenizer) -> list[int]:
+    ids = {tokenizer.eos_token_id}
+    for token in ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>"):
+        token_id = tokenizer.convert_tokens_to_ids(token)
+        if isinstance(token_id, int) and token_id != tokenizer.unk_token_id:
+            ids.add(token_id)
+    return sorted(i for i in ids if i is not None)
+
+
+class _UnsureToken:
+    """Stops generation once the token just chosen had less than ``threshold`` probability. Reads the scores
+    ``generate`` passes (with ``output_scores``), which greedy decoding without logits processors, as here, leaves
+    as the model's own."""
+
+    def __init__(self, threshold: float):
+        self.threshold = threshold
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import torch
+
+        chosen = input_ids[:, -1:]
+        probability = torch.softmax(scores[-1].float(), dim=-1).gather(1, chosen).squeeze(1)
+        return probability < self.threshold
+
+
+class _CallbackStreamer:
+    """A minimal streamer for ``generate``: decodes new tokens and hands the new text to a callback."""
+
+    def __init__(self, tokenizer, on_text: Callable[[str], None]):
+        self.tokenizer = tokenizer
+        self.on_text = on_text
+        self.tokens: list[int] = []
+        self.printed = 0
+        self.skipped_prompt = False
+
+    def put(self, value) -> None:
+        if not self.skipped_prompt:  # the first call carries the prompt
+            self.skipped_prompt = True
+            return
+        self.tokens.extend(value.reshape(-1).tolist())
+        text = self.tokenizer.decode(self.tokens, skip_special_tokens=True)
+        if len(text) > self.printed and not text.endswith("\ufffd"):
+            self.on_text(text[self.printed :])
+            self.printed = len(text)
+
+    def end(self) -> None:
+        text = self.tokenizer.decode(self.tokens, skip_special_tokens=True)
+        if len(text) > self.printed:
+            self.on_text(text[self.printed :])

@@ -1,0 +1,187 @@
+"""Training examples for absorption: the weighted mix of four kinds of example.
+
+1. ``segments``   - language modelling on overlapping token segments of the raw text (short windows).
+2. ``contextual`` - a segment preceded by the document's title and the text before it, up to a long window;
+                    the loss is on the segment only (LIFT's contextualised training).
+3. ``qa``         - synthetic questions asked closed-book (no document in the prompt), several per
+                    conversation; the loss is on the answers only. Includes questions the document does not
+                    answer, answered "The document does not say."
+4. ``qa_long``    - the same questions with a long window of the surrounding text in the prompt.
+
+Kinds 2 and 4 see long contexts and kinds 1 and 3 short ones: the long/short mix of arXiv 2509.18762, which
+keeps both the ability to use knowledge in the context and knowledge stored in the parameters. The weights in
+``TaskMix`` scale how often each kind appears per epoch.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+
+from lift_tool.config import TaskMix, TrainingSettings
+from lift_tool.prompts import render, system_prompt, user_prompt
+from lift_tool.segment import segment_tokens
+from lift_tool.training.questions import QAPair, split_sentences
+
+IGNORE = -100  # label value that carries no loss
+
+
+@dataclass
+class Example:
+    kind: str
+    input_ids: list[int]
+    labels: list[int]  # IGNORE where there is no loss
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    @property
+    def target_tokens(self) -> int:
+        return sum(label != IGNORE for label in self.labels)
+
+
+@dataclass
+class TaskPools:
+    """Everything one epoch draws from, built once per document."""
+
+    segments: list[Example] = field(default_factory=list)
+    contextual: list[Example] = field(default_factory=list)
+    answerable: list[QAPair] = field(default_factory=list)
+    unanswerable: list[QAPair] = field(default_factory=list)
+    windows: list[str] = field(default_factory=list)  # consecutive stretches of about long_context_tokens
+    window_of_sentence: dict[int, int] = field(default_factory=dict)  # evidence sentence -> its window
+
+
+class TaskBuilder:
+    def __init__(self, tokenizer, text: str, title: str, training: TrainingSettings, qa_pairs: list[QAPair]):
+        self.tokenizer = tokenizer
+        self.title = title
+        self.training = training
+        self.system = system_prompt([title])
+        self.doc_tokens = tokenizer(text, add_special_tokens=False)["input_ids"]
+        self.pools = self._build_pools(text, qa_pairs)
+
+    # ------------------------------------------------------------------------------------------ pools
+
+    def _build_pools(self, text: str, qa_pairs: list[QAPair]) -> TaskPools:
+        settings = self.training
+        pools = TaskPools()
+        header = self.tokenizer(f"{self.title}\n\n", add_special_tokens=False)["input_ids"]
+        for segment in segment_tokens(len(self.doc_tokens), settings.segment_tokens, settings.segment_stride):
+            tokens = self.doc_tokens[segment.start : segment.end]
+            pools.segments.append(Example("segments", tokens, list(tokens)))
+            context_length = max(0, settings.long_context_tokens - segment.length - len(header))
+            before = self.doc_tokens[max(0, segment.start - context_length) : segment.start]
+            prompt = header + before
+            pools.contextual.append(Example("contextual", prompt + tokens, [IGNORE] * len(prompt) + tokens))
+        pools.answerable = [pair for pair in qa_pairs if pair.answerable]
+        pools.unanswerable = [pair for pair in qa_pairs if not pair.answerable]
+        pools.windows, pools.window_of_sentence = self._windows(text)
+        return pools
+
+    def _windows(self, text: str) -> tuple[list[str], dict[int, int]]:
+        """Cut the text at sentence boundaries into stretches of about ``long_context_tokens`` tokens; a
+        long-context question shows the stretch that holds its evidence."""
+        chars_per_token = max(1.0, len(text) / max(1, len(self.doc_tokens)))
+        max_chars = int(self.training.long_context_tokens * chars_per_token)
+        windows: list[str] = []
+        window_of_sentence: dict[int, int] = {}
+        start = None
+        for sentence in split_sentences(text):
+            if start is None:
+                start = sentence.start
+            elif sentence.end - start > max_chars:
+                windows.append(text[start:previous_end].strip())
+                start = sentence.start
+            window_of_sentence[sentence.index] = len(windows)
+            previous_end = sentence.end
+        if start is not None:
+            windows.append(text[start:previous_end].strip())
+        return windows, window_of_sentence
+
+    # ------------------------------------------------------------------------------------------ epochs
+
+    def epoch(self, rng: random.Random) -> list[Example]:
+        """One epoch's examples, drawn according to the mix weights."""
+        mix: TaskMix = self.training.mix
+        pools = self.pools
+        examples = _draw(pools.segments, mix.segments, rng) + _draw(pools.contextual, mix.contextual, rng)
+
+        closed_book = _draw(pools.answerable, mix.qa, rng)
+        n_unanswerable = round(mix.unanswerable * len(closed_book))
+        closed_book += _draw(pools.unanswerable, n_unanswerable / max(1, len(pools.unanswerable)), rng)
+        rng.shuffle(closed_book)
+        per_conversation = self.training.qa_per_conversation
+        for first in range(0, len(closed_book), per_conversation):
+            examples.append(self.conversation(closed_book[first : first + per_conversation], context=None))
+
+        # Questions with their window in the prompt, several per window so the long prompt is paid for once.
+        by_window: dict[int, list[QAPair]] = {}
+        for pair in _draw(pools.answerable, mix.qa_long, rng):
+            if pair.sentence in pools.window_of_sentence:
+                by_window.setdefault(pools.window_of_sentence[pair.sentence], []).append(pair)
+        for window, pairs in by_window.items():
+            for first in range(0, len(pairs), per_conversation):
+                group = pairs[first : first + per_conversation]
+                examples.append(self.conversation(group, context=pools.windows[window], kind="qa_long"))
+        return examples
+
+    def conversation(self, pairs: list[QAPair], context: str | None, kind: str = "qa") -> Example:
+        """A chat with one question per turn; the context, if any, goes with the first question. Only the
+        answers carry loss."""
+        messages = [{"role": "system", "content": self.system}]
+        input_ids: list[int] = []
+        labels: list[int] = []
+        for turn, pair in enumerate(pairs):
+            messages.append({"role": "user", "content": user_prompt(pair.question, context if turn == 0 else None)})
+            prompt_ids = self._encode(render(self.tokenizer, messages, add_generation_prompt=True))
+            messages.append({"role": "assistant", "content": pair.answer})
+            full_ids = self._encode(render(self.tokenizer, messages, add_generation_prompt=False))
+            if full_ids[: len(prompt_ids)] != prompt_ids or prompt_ids[: len(input_ids)] != input_ids:
+                raise RuntimeError("the chat template does not render conversations as prefixes of each other")
+            labels += [IGNORE] * (len(prompt_ids) - len(input_ids)) + full_ids[len(prompt_ids) :]
+            input_ids = full_ids
+        return Example(kind, input_ids, labels)
+
+    def _encode(self, rendered: str) -> list[int]:
+        return self.tokenizer(rendered, add_special_tokens=False)["input_ids"]
+
+
+def _draw(pool: list, weight: float, rng: random.Random) -> list:
+    """``weight`` passes over a pool: whole passes, then a random part for the fraction."""
+    if weight <= 0 or not pool:
+        return []
+    whole, fraction = int(weight), weight - int(weight)
+    drawn = [item for _ in range(whole) for item in pool]
+    drawn += rng.sample(pool, round(fraction * len(pool)))
+    return drawn
+
+
+def batches(examples: list[Example], batch_tokens: int, rng: random.Random) -> list[list[Example]]:
+    """Micro-batches of similar length (little padding) holding at most ``batch_tokens`` padded tokens each,
+    in random order."""
+    ordered = sorted(examples, key=len)
+    result: list[list[Example]] = []
+    current: list[Example] = []
+    for example in ordered:
+        longest = max([len(example)] + [len(item) for item in current])
+        if current and longest * (len(current) + 1) > batch_tokens:
+            result.append(current)
+            current = []
+        current.append(example)
+    if current:
+        result.append(current)
+    rng.shuffle(result)
+    return result
+
+
+def estimate_epoch_tokens(builder: TaskBuilder) -> int:
+    """Tokens one epoch processes (for progress bars and the router's cost estimate)."""
+    sample = builder.epoch(random.Random(0))
+    return sum(len(example) for example in sample)
+
+
+def steps_per_epoch(builder: TaskBuilder, training: TrainingSettings) -> int:
+    sample = builder.epoch(random.Random(0))
+    return math.ceil(len(batches(sample, training.batch_tokens, random.Random(0))) / training.grad_accum)

@@ -1,0 +1,120 @@
+"""One document's memory as a portable tar.gz: its text, its row, its adapters with manifests and checksums.
+
+Writing is all or nothing (a temporary file renamed into place). Reading refuses any member that is not a plain
+file at an expected place, and checks every file against the checksums in the archive, before anything is
+written into a memory.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import re
+import secrets
+import shutil
+import tarfile
+import time
+import zlib
+from pathlib import Path
+from typing import Any
+
+from lift_tool.errors import CorruptAdapterError, InputError
+from lift_tool.memory.registry.commit import Staged, prepare
+from lift_tool.memory.registry.entries import DocumentEntry
+from lift_tool.memory.registry.integrity import checksum_problem, files_in
+from lift_tool.memory.registry.layout import check_doc_id
+
+ARCHIVE_INDEX = "lift-memory.json"  # the document row and adapter rows inside an exported archive
+ARCHIVE_TEXT = "document.txt"
+_DOCUMENT_FIELDS = ("doc_id", "title", "tokens", "route", "created")
+_MEMBER = re.compile(r"(lift-memory\.json|document\.txt|adapters/[0-9a-f]{24}/[A-Za-z0-9_.-]+)")
+
+
+def write_archive(document: DocumentEntry, text: str, file: Path) -> Path:
+    """Write ``document`` (whose adapters the caller has checked) and its text into the archive ``file``."""
+    data = text.encode("utf-8")
+    contents = {
+        "format": "lift-memory",
+        "version": 1,
+        "document": {name: getattr(document, name) for name in _DOCUMENT_FIELDS},
+        "text_sha256": hashlib.sha256(data).hexdigest(),
+        "adapters": [adapter.key for adapter in document.adapters],
+    }
+    temp = file.with_name(f".{file.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        with tarfile.open(temp, "w:gz") as archive:
+            _add_bytes(archive, ARCHIVE_INDEX, json.dumps(contents, indent=1).encode())
+            _add_bytes(archive, ARCHIVE_TEXT, data)
+            for adapter in document.adapters:
+                for name in files_in(adapter.path):
+                    _add_bytes(archive, f"adapters/{adapter.key}/{name}", (adapter.path / name).read_bytes())
+        os.replace(temp, file)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    return file
+
+
+def read_archive(file: Path, unpacked: Path) -> tuple[dict[str, Any], str, list[Staged]]:
+    """Unpack ``file`` into the empty staging folder ``unpacked`` and check it: the document row, its text and
+    its adapters, staged and ready for ``commit``."""
+    _unpack_safely(file, unpacked)
+    try:
+        contents = json.loads((unpacked / ARCHIVE_INDEX).read_text(encoding="utf-8"))
+        document = contents["document"]
+        doc_id = document["doc_id"]
+        keys = list(contents["adapters"])
+        text = (unpacked / ARCHIVE_TEXT).read_text(encoding="utf-8")
+        text_sha256 = contents["text_sha256"]
+    except (KeyError, TypeError, ValueError, UnicodeDecodeError, FileNotFoundError) as err:
+        raise InputError(f"{file} is not a lift memory archive ({err!r}): export it again with `lift export`") from None
+    if hashlib.sha256(text.encode("utf-8")).hexdigest() != text_sha256:
+        raise InputError(f"{file} is damaged: the document text does not match its checksum; export it again")
+    check_doc_id(doc_id)
+    staged = []
+    for key in keys:
+        folder = unpacked / "adapters" / str(key)
+        where = f"{file}:adapters/{key}"
+        problem = checksum_problem(folder)
+        if problem is not None:
+            raise CorruptAdapterError(f"the adapter {where} in the archive is damaged ({problem}): export it again")
+        item = prepare(folder)
+        if item.key != key or item.manifest.doc_id != doc_id:
+            raise CorruptAdapterError(f"the adapter {where} does not belong to this document: export it again")
+        staged.append(item)
+    row = {name: document[name] for name in _DOCUMENT_FIELDS}
+    return row, text, staged
+
+
+def _add_bytes(archive: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mode = 0o644
+    info.mtime = int(time.time())
+    archive.addfile(info, io.BytesIO(data))
+
+
+def _unpack_safely(file: Path, target: Path) -> None:
+    """Unpack an exported archive into ``target``, refusing any member that is not a plain file at an
+    expected place (the index, the text, ``adapters/<key>/<file>``)."""
+    try:
+        with tarfile.open(file, "r:gz") as archive:
+            for member in archive:
+                name = member.name
+                if not member.isfile() or not _MEMBER.fullmatch(name) or ".." in name.split("/"):
+                    raise InputError(
+                        f"{file} is not a safe lift memory archive: it holds {name!r} "
+                        f"({'not a plain file' if not member.isfile() else 'an unexpected path'}); refusing to import it"
+                    )
+                destination = target / name
+                destination.parent.mkdir(parents=True, exist_ok=True)
+                source = archive.extractfile(member)
+                with open(destination, "wb") as out:
+                    shutil.copyfileobj(source, out)
+    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as err:
+        raise InputError(f"{file} is not a readable lift memory archive ({err}): export it again with `lift export`") from None
+    except FileNotFoundError:
+        raise InputError(f"archive not found: {file}") from None

@@ -1,0 +1,91 @@
+"""Where everything lives under a registry's home directory, the writers' lock, and connections to its index.
+
+::
+
+    registry.sqlite            the index (index.py)
+    registry.lock              held by whoever is changing the index and the folders together
+    documents/<doc_id>.txt     the normalised text of every known document
+    adapters/<key>/            one PEFT adapter: adapter_config.json, adapter_model.safetensors,
+                               lift_manifest.json (written by absorption), checksums.json (written by the registry)
+    staging/<pid>-<random>/    adds in progress; stale ones are garbage
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sqlite3
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from lift_tool.errors import InputError
+from lift_tool.memory.manifest import DOC_ID
+from lift_tool.memory.registry import index
+
+LOCK_TIMEOUT_S = 300.0  # how long a writer waits for registry.lock (verify holds it while hashing every adapter)
+
+
+def check_doc_id(doc_id: str) -> None:
+    # Ids become file names: anything but a sha256 hex digest is refused (it could name a path elsewhere).
+    if not isinstance(doc_id, str) or not DOC_ID.fullmatch(doc_id):
+        raise InputError(f"{doc_id!r} is not a document id (a sha256 hex digest of the document's text)")
+
+
+class Layout:
+    """The folders and files under one home directory.
+
+    Every call that touches them recreates the folders first, so a home directory deleted under a running
+    process comes back (empty) instead of writes going to a deleted file.
+    """
+
+    def __init__(self, home: Path | str):
+        self.home = Path(home).expanduser()
+        from filelock import FileLock  # small, but only writers need it
+
+        self._lock = FileLock(str(self.home / "registry.lock"), timeout=LOCK_TIMEOUT_S)
+
+    @property
+    def db_path(self) -> Path:
+        return self.home / "registry.sqlite"
+
+    @property
+    def documents_dir(self) -> Path:
+        return self.home / "documents"
+
+    @property
+    def adapters_dir(self) -> Path:
+        return self.home / "adapters"
+
+    @property
+    def staging_dir(self) -> Path:
+        return self.home / "staging"
+
+    def text_path(self, doc_id: str) -> Path:
+        return self.documents_dir / f"{doc_id}.txt"
+
+    def adapter_path(self, key: str) -> Path:
+        return self.adapters_dir / key
+
+    def new_staging_path(self) -> Path:
+        """A name for a new folder in staging/ (not created); the pid in it tells gc whose it is."""
+        return self.staging_dir / f"{os.getpid()}-{secrets.token_hex(8)}"
+
+    def ensure(self) -> None:
+        """Create the home and its folders where they are missing."""
+        for folder in (self.home, self.documents_dir, self.adapters_dir, self.staging_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+
+    @contextmanager
+    def connect(self) -> Iterator[sqlite3.Connection]:
+        """A connection to the index (see :func:`index.connect`)."""
+        self.ensure()
+        with index.connect(self.db_path) as conn:
+            yield conn
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        """Hold registry.lock: the index and the folders change together."""
+        self.ensure()
+        with self._lock:
+            yield

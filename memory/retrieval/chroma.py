@@ -1,0 +1,76 @@
+"""The Chroma client: one per folder and process, reopened when the folder is removed or replaced.
+
+Chroma keeps one system per path for the whole process, and a client on a folder that was deleted still
+answers reads from the deleted files and fails on writes. ``shared_client`` checks the identity of the
+folder's database file on every call and, when it changed, drops that folder's cached system (and only that
+one) before opening a new client, so stores see what is on disk now.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+from lift_tool.errors import LiftError
+from lift_tool.memory.retrieval.embedder import OfflineEmbedder
+
+_CLIENTS_LOCK = threading.RLock()
+_CLIENTS: dict[str, tuple[Any, tuple[int, int]]] = {}  # folder -> (client, identity of its sqlite file)
+_SQLITE = "chroma.sqlite3"
+
+
+def _file_identity(folder: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(os.path.join(folder, _SQLITE))
+    except OSError:  # missing, or the path is not a folder: no database there
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _drop_chroma_system(folder: str) -> None:
+    """Forget Chroma's cached system for ``folder`` (only that one), so the next client opens the disk anew.
+
+    Chroma keeps one system per path for the whole process. After the folder is removed, that system still
+    answers reads from the deleted files and fails on writes ("attempt to write a readonly database"), and a
+    new PersistentClient on the same path would get it back. ``clear_system_cache()`` would forget every
+    path's system without closing any, so we pop just this one and stop it.
+    """
+    from chromadb.api.shared_system_client import SharedSystemClient
+
+    system = SharedSystemClient._identifier_to_system.pop(folder, None)
+    SharedSystemClient._identifier_to_refcount.pop(folder, None)
+    if system is not None:
+        try:
+            system.stop()
+        except Exception:  # noqa: BLE001 - a system on deleted files may fail to stop; it is gone either way
+            pass
+
+
+def shared_client(folder: str) -> Any:
+    """The process's one Chroma client for ``folder``, reopened if the folder was removed or replaced."""
+    with _CLIENTS_LOCK:
+        identity = _file_identity(folder)
+        entry = _CLIENTS.get(folder)
+        if entry is not None and identity is not None and entry[1] == identity:
+            return entry[0]
+        if entry is not None or identity is None:
+            _CLIENTS.pop(folder, None)
+            _drop_chroma_system(folder)  # stale, or someone else's client on files that are gone
+        import chromadb
+        from chromadb.config import Settings
+        from chromadb.utils.embedding_functions import register_embedding_function
+
+        # Registered so that Chroma can rebuild our embedding function from the collection's stored config.
+        register_embedding_function(OfflineEmbedder)
+        try:
+            Path(folder).mkdir(parents=True, exist_ok=True)
+            client = chromadb.PersistentClient(path=folder, settings=Settings(anonymized_telemetry=False))
+        except Exception as err:  # not writable, not a folder, or opened elsewhere in this process with other settings
+            raise LiftError(f"cannot open the retrieval store in {folder}: {err}") from err
+        identity = _file_identity(folder)
+        if identity is None:
+            raise LiftError(f"Chroma did not create its database in {folder}: check that the folder is writable")
+        _CLIENTS[folder] = (client, identity)
+        return client
