@@ -58,7 +58,7 @@ def test_absorb_list_ask_forget(tmp_path, tiny_model_dir):
     doc.write_text("# Brimley\n\nBrimley was founded in 1841 by the engineer Agatha Moorcroft.\n")
     home = tmp_path / "home"
     common = ["--model", str(tiny_model_dir)]
-    env = {"LIFT_TRAINING__EPOCHS": "0.3"}
+    env = {"LIFT_TRAINING__EPOCHS": "0.3", "LIFT_TRAINING__MIN_STEPS": "1"}  # a few steps: this test is about the commands
     absorbed = run_lift(*common, "absorb", str(doc), "--quiet", home=home, env_extra=env)
     assert absorbed.returncode == 0, absorbed.stderr
     assert "absorbed" in absorbed.stdout
@@ -75,6 +75,7 @@ def test_absorb_list_ask_forget(tmp_path, tiny_model_dir):
     assert "no documents" in run_lift("list", home=home).stdout
 
 
+@pytest.mark.integration
 def test_ctrl_c_during_absorption_leaves_nothing(tmp_path, tiny_model_dir):
     doc = tmp_path / "long.md"
     doc.write_text("# Long\n\n" + " ".join(f"Item {i} was made in {1800 + i} by Ada Brook." for i in range(300)))

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.integration
+
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 
@@ -18,7 +20,6 @@ EXAMPLES = ROOT / "examples"
 def run_example(tiny_model_dir, tmp_path):
     env = {
         **os.environ,
-        "PYTHONPATH": str(ROOT),
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
         "LIFT_HOME": str(tmp_path / "home"),
@@ -26,6 +27,7 @@ def run_example(tiny_model_dir, tmp_path):
         "LIFT_MODEL": str(tiny_model_dir),
         "LIFT_DEVICE": "cpu",
         "LIFT_TRAINING__EPOCHS": "0.05",
+        "LIFT_TRAINING__MIN_STEPS": "1",
         "LIFT_TRAINING__BATCH_TOKENS": "2048",
         "LIFT_MAX_NEW_TOKENS": "8",
         # The tiny model is random, so it is never sure of an adapter's answer: keep them, so that the examples

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY_TRAINING = {"epochs": 0.05, "batch_tokens": 2048}  # a step or two: these tests are about mechanics
+TINY_TRAINING = {"epochs": 0.05, "batch_tokens": 2048, "min_steps": 1}  # a step or two: these tests are about mechanics
 NOTE = ("# The Bellmoor lighthouse\n\nThe Bellmoor lighthouse stands on Gull Rock at the mouth of the Fenn estuary. "
         "It was built in 1901 by the engineer Ada Quill and is painted red and white.")
 
@@ -141,6 +141,7 @@ if then == "wait":
 """
 
 
+@pytest.mark.integration
 @pytest.mark.timeout(300)
 def test_a_session_resumes_after_the_process_is_killed(configurable, tmp_path):
     document = tmp_path / "bellmoor.md"
@@ -243,6 +244,7 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+@pytest.mark.integration
 @pytest.mark.timeout(300)
 def test_langgraph_dev_serves_the_graphs(tiny_model_dir, tmp_path):
     """`langgraph dev` (langgraph-cli[inmem]) on loopback, offline, with langgraph.json; a langgraph_sdk client

@@ -156,6 +156,7 @@ def _convert(gguf: str, target: str) -> str:
     return str(convert_gguf(Path(gguf), Path(target)))
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 def test_two_processes_converting_at_once_leave_one_complete_folder(tmp_path):
     from lift_tool.models import BUNDLED

@@ -359,6 +359,7 @@ FULL_DISK_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.integration
 def test_full_disk_on_a_real_small_filesystem(tmp_path, lora_a):
     """A real tmpfs of 1 MiB, mounted in a private user+mount namespace (no root needed where user namespaces
     are allowed; skipped where they are not)."""
@@ -603,6 +604,7 @@ def test_importing_something_else_is_a_clear_error(registry, tmp_path):
 # ---------------------------------------------------------------------------------------- processes
 
 
+@pytest.mark.integration
 def test_concurrent_processes_keep_the_index_consistent(registry, lora_a):
     workers, rounds = 4, 5
     context = multiprocessing.get_context("spawn")

@@ -391,6 +391,7 @@ def run_python(code: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.integration
 def test_reopens_in_a_fresh_process(store):
     question = "How is heather honey taken out of the comb?"
     here = store.search(question, k=2)

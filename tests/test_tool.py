@@ -20,7 +20,7 @@ from lift_tool.errors import ConfigError
 from lift_tool.routing import decide_route
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY_TRAINING = {"epochs": 0.05, "batch_tokens": 2048}  # a step or two: these tests are about mechanics
+TINY_TRAINING = {"epochs": 0.05, "batch_tokens": 2048, "min_steps": 1}  # a step or two: these tests are about mechanics
 LIGHTHOUSE = ("# The Bellmoor lighthouse\n\nThe Bellmoor lighthouse stands on Gull Rock at the mouth of the Fenn estuary. "
               "It was built in 1901 by the engineer Ada Quill and is painted red and white. Its light can be seen 24 "
               "kilometres out to sea. The last keeper, Tobias Wren, left in 1987, when the light was automated.")
