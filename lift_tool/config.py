@@ -57,6 +57,8 @@ class TaskMix(BaseModel):
 
 
 class TrainingSettings(BaseModel):
+    """How an adapter is trained: segments, the task mix, batches, learning rate, steps, budget and precision."""
+
     segment_tokens: int = Field(256, ge=16)
     segment_stride: int = Field(192, ge=8)
     long_context_tokens: int = Field(512, ge=32)  # window of text around the evidence in long-context samples
@@ -88,6 +90,8 @@ class TrainingSettings(BaseModel):
 
 
 class RetrievalSettings(BaseModel):
+    """How passages are found and used: chunks, search method, document choice and lift+rag's trust rule."""
+
     k: int = Field(4, ge=1, le=50)  # chunks put in the prompt
     # How chunks are ranked: embeddings and keywords (BM25) fused ("hybrid"), or either alone. Hybrid puts the
     # passage that answers in the prompt more often than embeddings alone: benchmarks/results/retrieval.md.
@@ -104,6 +108,8 @@ class RetrievalSettings(BaseModel):
 
 
 class Settings(BaseSettings):
+    """Every setting of lift-tool, read from the environment (``LIFT_`` prefix, ``__`` for nesting) or given."""
+
     model_config = SettingsConfigDict(env_prefix="LIFT_", env_nested_delimiter="__", extra="ignore")
 
     model: str = "smollm2-135m"

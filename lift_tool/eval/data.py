@@ -26,6 +26,8 @@ MC_INSTRUCTION = {"letter": "Answer with the letter of the correct option.",
 
 @dataclass
 class EvalQuestion:
+    """One question of an evaluation document, with its gold answers and how it is scored."""
+
     index: int  # position among the document's questions: with doc_id and method, the key of a result
     question: str  # as written in the data (multiple-choice options included)
     kind: str  # "extractive" | "mc" | "free"
@@ -45,6 +47,8 @@ class EvalQuestion:
 
 @dataclass
 class EvalDocument:
+    """One document of an evaluation set and its questions."""
+
     doc_id: str  # the data set's id (LooGLE: the title)
     text: str
     questions: list[EvalQuestion]

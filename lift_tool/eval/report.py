@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
 @dataclass
 class EvalResult:
+    """What ``run_evaluation`` wrote: the output folder, every answer row and the summary per method."""
+
     out_dir: Path
     rows: list[dict]
     documents: dict[str, dict]

@@ -29,6 +29,8 @@ IGNORE = -100  # label value that carries no loss
 
 @dataclass
 class Example:
+    """One training example: token ids and labels (IGNORE where no loss is taken), and its kind."""
+
     kind: str
     input_ids: list[int]
     labels: list[int]  # IGNORE where there is no loss
@@ -54,6 +56,8 @@ class TaskPools:
 
 
 class TaskBuilder:
+    """Builds the training examples of one document: segments, contextual segments and questions, per epoch."""
+
     def __init__(self, tokenizer, text: str, title: str, training: TrainingSettings, qa_pairs: list[QAPair]):
         self.tokenizer = tokenizer
         self.title = title

@@ -43,6 +43,8 @@ DENSE_CANDIDATES = 50
 
 @dataclass(frozen=True)
 class RetrievedChunk:
+    """A chunk found by a search: its document, position (chunk index and character offsets), text and score."""
+
     doc_id: str
     title: str
     index: int
@@ -54,6 +56,8 @@ class RetrievedChunk:
 
 @dataclass(frozen=True)
 class DocumentMatch:
+    """A stored document that a question seems to be about, with the retrieval score that says so."""
+
     doc_id: str
     title: str
     score: float  # similarity of the document's best chunk to the question
