@@ -52,7 +52,11 @@ def _names_a_file(text: str) -> bool:
     if "\n" in text or len(text) >= 4096:
         return False
     path = Path(text).expanduser()
-    return path.is_file() or (" " not in path.name and path.suffix.lower() in DOCUMENT_SUFFIXES)
+    try:
+        exists = path.is_file()
+    except OSError:  # a name the filesystem cannot hold (over 255 bytes, say) is text, not a path
+        return False
+    return exists or (" " not in path.name and path.suffix.lower() in DOCUMENT_SUFFIXES)
 
 
 class Lift:

@@ -66,6 +66,23 @@ class _LiftTool(BaseTool):
         if self.handle_validation_error is False:
             self.handle_validation_error = lambda error: explain_bad_arguments(self.name, self.usage, error)
 
+    def invoke(self, input: Any, config: Any = None, **kwargs: Any) -> Any:
+        return super().invoke(self._arguments_as_object(input), config, **kwargs)
+
+    async def ainvoke(self, input: Any, config: Any = None, **kwargs: Any) -> Any:
+        return await super().ainvoke(self._arguments_as_object(input), config, **kwargs)
+
+    def _arguments_as_object(self, input: Any) -> Any:
+        """A tool call whose ``args`` is not an object (a model may send a bare string, or null) reaches the
+        tool's own argument check, which answers with how to call it: a string as the one required argument,
+        anything else as no arguments."""
+        if not (isinstance(input, dict) and input.get("type") == "tool_call") or isinstance(input.get("args"), dict):
+            return input
+        args = input.get("args")
+        required = [name for name, field in self.args_schema.model_fields.items() if field.is_required()]
+        fixed = {required[0]: args} if isinstance(args, str) and len(required) == 1 else {}
+        return {**input, "args": fixed}
+
     def memory(self) -> "Lift":
         if self.lift is None:
             from lift_tool.lift import shared_lift

@@ -144,3 +144,12 @@ def test_a_long_document_is_cut_the_same_way_for_every_question(lift):
     long = context_budget(tokenizer, 8192, "Why did the harbour master close the harbour in the winter of 1902?",
                           ["Harbour"], 32)
     assert short == long and short % 256 == 0 and 7000 < short < 8192  # so the prefix cache can reuse the cut
+
+
+@pytest.mark.parametrize("length", [300, 4000])
+def test_a_one_line_text_longer_than_a_file_name_is_read_as_text(tiny_settings, length):
+    """A paragraph passed as text (by an agent, or as a `lift eval` context) is never taken for a path, however
+    long: a name over 255 bytes made the check for a file raise `OSError: File name too long`."""
+    text = ("The lighthouse on Gull Rock is painted red and white. " * 80)[:length].strip()
+    document = Lift(tiny_settings).read(text)
+    assert document.text == text

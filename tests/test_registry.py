@@ -240,6 +240,21 @@ def test_resolve_ambiguous_title_and_prefix(registry):
     assert registry.resolve(doc_id_for(text)[:20]).title == text
 
 
+def test_a_title_that_is_another_documents_short_id_is_ambiguous(registry):
+    """`lift forget <short id>`, the id `absorb` prints, must never reach a document that merely has that title."""
+    victim = doc_id_for(TEXT_A)
+    registry.add_document(victim, "Alpha", TEXT_A, tokens=10)
+    registry.add_document(doc_id_for(TEXT_B), victim[:12], TEXT_B, tokens=10)  # titled with Alpha's short id
+    with pytest.raises(AmbiguousDocumentError) as err:
+        registry.resolve(victim[:12])
+    assert victim[:12] in str(err.value) and doc_id_for(TEXT_B)[:12] in str(err.value)
+    with pytest.raises(AmbiguousDocumentError):
+        registry.remove(victim[:12])
+    assert {d.title for d in registry.list_documents()} == {"Alpha", victim[:12]}  # nothing was removed
+    assert registry.resolve(victim).title == "Alpha"  # the full id is never ambiguous
+    assert registry.resolve("Alpha").doc_id == victim
+
+
 def test_adapter_for_other_base_model_or_no_adapter(registry, lora_a):
     store_adapter(registry, lora_a, TEXT_A, "Alpha", BASE, base_model="SmolLM2-135M-Instruct")
     registry.add_document(doc_id_for(TEXT_C), "Gamma", TEXT_C, tokens=10, route="retrieve")

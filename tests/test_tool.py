@@ -303,3 +303,24 @@ def test_the_agent_loop_on_the_real_model(lift_home, tmp_path):
     final = result["messages"][-1].content
     assert "red" in final.lower().split("sources")[0]  # the fact, from the document in the prompt
     assert f'"The Bellmoor lighthouse" [{lift.documents()[0].short_id}]' in final
+
+
+@pytest.mark.parametrize("args", ["Who built the lighthouse?", None, 5, 2.5, True])
+def test_a_tool_call_whose_arguments_are_not_an_object_gets_an_answer_not_an_exception(tools, args):
+    """A model may send a bare string or null as a tool call's `args`: each tool answers with a message (the string
+    as its one required argument, anything else as a call without arguments), never an exception."""
+    for tool in tools.values():
+        message = tool.invoke({"name": tool.name, "args": args, "id": "call-1", "type": "tool_call"})
+        assert message.tool_call_id == "call-1" and isinstance(message.content, str) and message.content
+    by_name = {tool.name: tool for tool in tools.values()}
+    if args is None:
+        missing = by_name["lift_memory"].invoke({"name": "lift_memory", "args": None, "id": "c", "type": "tool_call"})
+        assert "`question` is missing" in missing.content
+
+
+def test_a_tool_call_with_bad_arguments_is_answered_in_async_too(tools):
+    import asyncio
+
+    memory = tools["ask"]
+    message = asyncio.run(memory.ainvoke({"name": "lift_memory", "args": None, "id": "c", "type": "tool_call"}))
+    assert "`question` is missing" in message.content

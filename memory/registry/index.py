@@ -122,20 +122,22 @@ def list_documents(conn: sqlite3.Connection, adapters_dir: Path) -> list[Documen
 
 
 def find_documents(conn: sqlite3.Connection, ref: str, adapters_dir: Path) -> list[DocumentEntry]:
-    """The documents that ``ref`` names: by full id, else by exact title, else by id prefix (``MIN_PREFIX``
-    characters at least)."""
+    """The documents that ``ref`` names: by full id, else every document whose exact title it is or whose id it
+    begins (``MIN_PREFIX`` characters at least). A title that looks like another document's short id names both,
+    so the caller sees the ambiguity instead of acting on one of them."""
     hex_ref = ref.strip().lower()
     with transaction(conn, immediate=False):  # one snapshot: a document removed meanwhile is not half found
         exact = document(conn, hex_ref, adapters_dir)
         if exact is not None:
             return [exact]
         rows = conn.execute("SELECT doc_id FROM documents WHERE title = ? ORDER BY created, rowid", (ref,)).fetchall()
-        if not rows and len(hex_ref) >= MIN_PREFIX and re.fullmatch(r"[0-9a-f]+", hex_ref):
-            rows = conn.execute(
+        if len(hex_ref) >= MIN_PREFIX and re.fullmatch(r"[0-9a-f]+", hex_ref):
+            rows += conn.execute(
                 "SELECT doc_id FROM documents WHERE substr(doc_id, 1, ?) = ? ORDER BY created, rowid",
                 (len(hex_ref), hex_ref),
             ).fetchall()
-        return [document(conn, row["doc_id"], adapters_dir) for row in rows]
+        doc_ids = list(dict.fromkeys(row["doc_id"] for row in rows))
+        return [document(conn, doc_id, adapters_dir) for doc_id in doc_ids]
 
 
 def adapter(conn: sqlite3.Connection, key: str, adapters_dir: Path) -> AdapterEntry | None:

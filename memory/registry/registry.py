@@ -111,8 +111,8 @@ class Registry(Layout):
     def resolve(self, ref: str) -> DocumentEntry:
         """Find a document by full id, by an unambiguous id prefix (at least 4 characters) or by exact title.
 
-        A title that matches wins over an id prefix that matches; a title shared by several documents, or a
-        prefix shared by several ids, is ambiguous.
+        A reference that names several documents is ambiguous: a title shared by several, a prefix shared by several
+        ids, or a title that is also the beginning of another document's id.
         """
         with self.connect() as conn:
             candidates = index.find_documents(conn, ref, self.adapters_dir)
