@@ -46,7 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
     forget = commands.add_parser("forget", help="remove a document, its adapters and its index")
     forget.add_argument("doc")
     verify = commands.add_parser("verify", help="check every adapter against its checksums")
-    verify.add_argument("--repair", action="store_true", help="remove damaged and orphaned entries")
+    verify.add_argument("--repair", action="store_true",
+                        help="rebuild the index from the adapter folders where they explain themselves; remove damaged "
+                             "adapters and interrupted writes")
+    verify.add_argument("--prune", action="store_true",
+                        help="with --repair: also remove folders and texts that the index does not mention and that "
+                             "cannot be rebuilt")
     export = commands.add_parser("export", help="write one document's memory to an archive")
     export.add_argument("doc")
     export.add_argument("file")
@@ -187,18 +192,26 @@ def cmd_forget(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    report = _lift(args).verify(repair=args.repair)
+    if args.prune and not args.repair:
+        raise LiftError("--prune goes with --repair: `lift verify --repair --prune`")
+    report = _lift(args).verify(repair=args.repair, prune=args.prune)
     problems = report.problems()
     for problem in problems:
         print(f"problem: {problem}")
     for repaired in report.repaired:
         print(f"repaired: {repaired}")
+    for left in report.left:
+        print(f"left: {left}")
     if not problems:
         print("memory is intact")
         return 0
     if not args.repair:
-        print("run `lift verify --repair` to remove what is damaged or orphaned")
-    return 0 if args.repair else 1
+        print("run `lift verify --repair` to rebuild what can be rebuilt and remove what is damaged")
+        return 1
+    if report.left:
+        print("run `lift verify --repair --prune` to remove what could not be rebuilt")
+        return 1
+    return 0
 
 
 def cmd_export(args) -> int:

@@ -225,9 +225,10 @@ class Lift:
 
     # ------------------------------------------------------------------------------ care and transport
 
-    def verify(self, repair: bool = False) -> "VerifyReport":
-        """Check every adapter against its checksums; ``repair`` removes what is damaged or orphaned."""
-        return self.registry.verify(repair=repair)
+    def verify(self, repair: bool = False, prune: bool = False) -> "VerifyReport":
+        """Check every adapter against its checksums and the index against the folders. ``repair`` rebuilds what
+        the folders explain and removes what is damaged; ``prune`` also removes what it cannot explain."""
+        return self.registry.verify(repair=repair, prune=prune)
 
     def export(self, ref: str, file: "Path | str") -> Path:
         """Write one document's memory (text, adapters, manifests) to a tar.gz archive; its path."""

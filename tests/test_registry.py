@@ -480,8 +480,12 @@ def test_crash_leftovers_are_found_and_collected(registry, lora_a, lora_b, tmp_p
     assert sorted(report.stale_staging) == sorted([dead_folder.name, old_folder.name])
     assert registry.find_adapter(lost.doc_id, BASE) is None  # a row without its folder is no cache hit
 
-    done = registry.gc()
-    assert len(done.repaired) == 5
+    kept = registry.gc()  # what it cannot explain, it keeps: a copy under a name that is not its key, a lone text
+    assert len(kept.repaired) == 3 and len(kept.left) == 2, kept.left
+    assert (registry.adapters_dir / "0123456789abcdef01234567").is_dir()
+    assert (registry.documents_dir / (doc_id_for("orphan") + ".txt")).is_file()
+    pruned = registry.gc(prune=True)
+    assert len(pruned.repaired) == 2 and not pruned.left
     after = registry.verify()
     assert after.ok, after.problems()
     assert tree_bytes(intact.path) == intact_files
@@ -493,6 +497,89 @@ def test_crash_leftovers_are_found_and_collected(registry, lora_a, lora_b, tmp_p
     # Absorbing Alpha again restores it.
     assert store_adapter(registry, lora_a, TEXT_A, "Alpha", BASE).key == lost.key
     shutil.rmtree(fresh_folder)
+    assert registry.verify().ok
+
+
+def test_repair_rebuilds_a_lost_index_from_the_folders(registry, lora_a, lora_b, tmp_path):
+    """The index lost (or moved aside, as the error for a damaged index advises): repair rebuilds every absorbed
+    document from its adapter's manifest and its text, and deletes nothing it cannot explain."""
+    alpha = store_adapter(registry, lora_a, TEXT_A, "Alpha", BASE)
+    beta = store_adapter(registry, lora_b, TEXT_B, "Beta", BASE)
+    registry.add_document(doc_id_for(TEXT_C), "Gamma", TEXT_C, tokens=10, route="retrieve")
+    before = tree_bytes(registry.home / "adapters"), tree_bytes(registry.home / "documents")
+    for name in os.listdir(registry.home):
+        if name.startswith(registry.db_path.name):  # the index and its journal files
+            (registry.home / name).rename(tmp_path / name)
+    assert registry.list_documents() == []
+
+    report = registry.verify(repair=True)
+    assert sorted(report.orphan_folders) == sorted([alpha.key, beta.key])
+    assert len([line for line in report.repaired if line.startswith("rebuilt")]) == 2
+    assert report.left == [f"kept documents/{doc_id_for(TEXT_C)}.txt: no index row and no adapter that names its document"]
+    assert (tree_bytes(registry.home / "adapters"), tree_bytes(registry.home / "documents")) == before  # nothing lost
+    assert {d.title: [a.key for a in d.adapters] for d in registry.list_documents()} == {
+        "Alpha": [alpha.key], "Beta": [beta.key]}
+    registry.check_intact(registry.find_adapter(alpha.doc_id, BASE))
+    assert registry.verify().problems() == [f"documents/{doc_id_for(TEXT_C)}.txt: a text file that no index row mentions"]
+    # Absorbing the same text again is a cache hit on the rebuilt entry.
+    assert store_adapter(registry, lora_a, TEXT_A, "Alpha", BASE).key == alpha.key
+
+
+def test_lift_verify_repair_rebuilds_and_says_what_it_left(registry, lora_a, tmp_path):
+    alpha = store_adapter(registry, lora_a, TEXT_A, "Alpha", BASE)
+    registry.add_document(doc_id_for(TEXT_C), "Gamma", TEXT_C, tokens=10, route="retrieve")
+    for name in os.listdir(registry.home):
+        if name.startswith(registry.db_path.name):
+            (registry.home / name).rename(tmp_path / name)
+
+    def lift(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "lift_tool.cli", "--home", str(registry.home), *args],
+                              capture_output=True, text=True, timeout=120)
+
+    assert lift("verify", "--prune").returncode == 2  # a usage error: --prune goes with --repair
+    repaired = lift("verify", "--repair")
+    assert repaired.returncode == 1, repaired.stderr  # something is left: not a success
+    assert f"repaired: rebuilt the index rows of adapter {alpha.key}" in repaired.stdout
+    assert "left: kept documents/" in repaired.stdout and "--repair --prune" in repaired.stdout
+    assert [d.title for d in registry.list_documents()] == ["Alpha"]
+    pruned = lift("verify", "--repair", "--prune")
+    assert pruned.returncode == 0 and "removed documents/" in pruned.stdout
+    assert lift("verify").stdout.strip() == "memory is intact"
+
+
+def test_repair_keeps_an_adapter_whose_text_does_not_match_its_document(registry, lora_a, tmp_path):
+    alpha = store_adapter(registry, lora_a, TEXT_A, "Alpha", BASE)
+    for name in os.listdir(registry.home):
+        if name.startswith(registry.db_path.name):
+            (registry.home / name).rename(tmp_path / name)
+    registry.text_path(alpha.doc_id).write_text("another text under Alpha's id")
+    report = registry.verify(repair=True)
+    assert registry.list_documents() == []
+    assert alpha.path.is_dir() and any("does not match the document's id" in line for line in report.left)
+
+
+def test_repair_finishes_an_interrupted_forget_instead_of_rebuilding_the_document(registry, lora_a, lora_b,
+                                                                                    monkeypatch):
+    alpha = store_adapter(registry, lora_a, TEXT_A, "Alpha", BASE)
+    beta = store_adapter(registry, lora_b, TEXT_B, "Beta", BASE)
+    from lift_tool.memory.registry import commit
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # the process dies after the rows went, before the files did
+
+    with monkeypatch.context() as patch:
+        patch.setattr(commit.shutil, "rmtree", killed)
+        with pytest.raises(KeyboardInterrupt):
+            registry.remove("Alpha")
+    assert alpha.path.is_dir() and registry.text_path(alpha.doc_id).is_file()
+    found = registry.verify()
+    assert found.unfinished_forgets == [alpha.doc_id] and found.orphan_folders == [alpha.key]
+
+    repaired = registry.verify(repair=True)
+    assert any(line.startswith("finished forgetting") for line in repaired.repaired) and not repaired.left
+    assert not alpha.path.exists() and not registry.text_path(alpha.doc_id).exists()
+    assert [d.title for d in registry.list_documents()] == ["Beta"]  # Alpha stays forgotten; Beta untouched
+    registry.check_intact(beta)
     assert registry.verify().ok
 
 

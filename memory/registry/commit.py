@@ -61,13 +61,19 @@ def add_document(
 
 
 def remove_document(layout: Layout, doc_id: str) -> None:
-    """Forget a document: its row and its adapters' rows in one transaction, then their folders and its text."""
+    """Forget a document: its row and its adapters' rows in one transaction, then their folders and its text.
+
+    A mark in forgetting/ lasts from before the rows go until the files are gone, so that repair finishes a forget
+    that died half-way instead of rebuilding the document from the files it left."""
     with layout.writing():
+        mark = layout.forgetting_dir / doc_id
+        write_atomic(mark, b"")
         with layout.connect() as conn, index.transaction(conn):
             keys = index.delete_document(conn, doc_id)
         for key in keys:
             shutil.rmtree(layout.adapter_path(key), ignore_errors=True)
         layout.text_path(doc_id).unlink(missing_ok=True)
+        mark.unlink(missing_ok=True)
 
 
 # ------------------------------------------------------------------------------------------- adapters

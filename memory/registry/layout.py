@@ -8,6 +8,7 @@
     adapters/<key>/            one PEFT adapter: adapter_config.json, adapter_model.safetensors,
                                lift_manifest.json (written by absorption), checksums.json (written by the registry)
     staging/<pid>-<random>/    adds in progress; stale ones are garbage
+    forgetting/<doc_id>        a forget in progress: if it dies half-way, repair finishes it (never undoes it)
 """
 
 from __future__ import annotations
@@ -61,6 +62,10 @@ class Layout:
     def staging_dir(self) -> Path:
         return self.home / "staging"
 
+    @property
+    def forgetting_dir(self) -> Path:
+        return self.home / "forgetting"
+
     def text_path(self, doc_id: str) -> Path:
         return self.documents_dir / f"{doc_id}.txt"
 
@@ -73,7 +78,7 @@ class Layout:
 
     def ensure(self) -> None:
         """Create the home and its folders where they are missing."""
-        for folder in (self.home, self.documents_dir, self.adapters_dir, self.staging_dir):
+        for folder in (self.home, self.documents_dir, self.adapters_dir, self.staging_dir, self.forgetting_dir):
             folder.mkdir(parents=True, exist_ok=True)
 
     @contextmanager

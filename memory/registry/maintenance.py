@@ -1,8 +1,12 @@
-"""Checking that the index and the folders agree, and removing what interrupted or damaged operations left.
+"""Checking that the index and the folders agree, rebuilding what the folders can explain, and removing what
+interrupted or damaged operations left.
 
 ``verify`` hashes every adapter's files; ``gc`` only compares the index with the folders. Both hold
-registry.lock while they look, so no add or remove is half-way. Repairs drop rows first and files after, like
-every removal (see ``commit``); intact committed adapters are never touched.
+registry.lock while they look, so no add or remove is half-way. Repair rebuilds the index rows of an adapter
+folder that no row mentions when the folder explains itself (a valid manifest, its name the key the manifest gives,
+files that match their checksums, and its document's text stored under the id it names): that is what a lost or
+replaced index leaves. What it cannot explain it keeps and reports, unless asked to ``prune``. Removals drop rows
+first and files after, like every removal (see ``commit``); intact committed adapters are never touched.
 """
 
 from __future__ import annotations
@@ -12,10 +16,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lift_tool.files import pid_alive
+from lift_tool.errors import CorruptAdapterError
+from lift_tool.files import pid_alive, sha256_file
+from lift_tool.memory.manifest import Manifest
 from lift_tool.memory.registry import index
-from lift_tool.memory.registry.entries import SHORT_ID
-from lift_tool.memory.registry.integrity import checksum_problem
+from lift_tool.memory.registry.entries import SHORT_ID, adapter_key
+from lift_tool.memory.registry.integrity import checksum_problem, folder_size
 from lift_tool.memory.registry.layout import Layout
 
 STALE_STAGING_S = 3600.0  # a staging folder untouched for this long is garbage, whoever owns it
@@ -32,7 +38,9 @@ class VerifyReport:
     missing_texts: list[str] = field(default_factory=list)  # document rows whose text file is gone
     orphan_texts: list[str] = field(default_factory=list)  # text files that no document row mentions
     stale_staging: list[str] = field(default_factory=list)  # leftovers of interrupted adds
+    unfinished_forgets: list[str] = field(default_factory=list)  # documents whose forget was interrupted
     repaired: list[str] = field(default_factory=list)  # one line per action taken
+    left: list[str] = field(default_factory=list)  # what repair kept because it could not explain it (see prune)
 
     @property
     def ok(self) -> bool:
@@ -44,6 +52,7 @@ class VerifyReport:
             or self.missing_texts
             or self.orphan_texts
             or self.stale_staging
+            or self.unfinished_forgets
         )
 
     def problems(self) -> list[str]:
@@ -54,12 +63,14 @@ class VerifyReport:
         lines += [f"document {doc_id[:SHORT_ID]}: its text file is missing" for doc_id in self.missing_texts]
         lines += [f"documents/{name}: a text file that no index row mentions" for name in self.orphan_texts]
         lines += [f"staging/{name}: left over from an interrupted add" for name in self.stale_staging]
+        lines += [f"document {doc_id[:SHORT_ID]}: its forget was interrupted" for doc_id in self.unfinished_forgets]
         return lines
 
 
-def check(layout: Layout, hash_files: bool, repair: bool) -> VerifyReport:
-    """Compare the index with the folders (and with ``hash_files``, every adapter with its checksums); with
-    ``repair``, remove what is damaged or orphaned."""
+def check(layout: Layout, hash_files: bool, repair: bool, prune: bool = False) -> VerifyReport:
+    """Compare the index with the folders (and with ``hash_files``, every adapter with its checksums). With
+    ``repair``: rebuild the rows of orphan adapter folders that explain themselves, remove damaged adapters and
+    stale staging folders; orphans it cannot explain are kept and listed in ``left``, or removed with ``prune``."""
     report = VerifyReport()
     with layout.writing():  # a consistent view: no add or remove is half-way while we look
         with layout.connect() as conn:
@@ -80,12 +91,55 @@ def check(layout: Layout, hash_files: bool, repair: bool) -> VerifyReport:
             p.name for p in layout.documents_dir.iterdir() if not (p.suffix == ".txt" and p.stem in doc_ids)
         )
         report.stale_staging = sorted(p.name for p in layout.staging_dir.iterdir() if is_stale(p))
+        report.unfinished_forgets = sorted(p.name for p in layout.forgetting_dir.iterdir())
         if repair:
-            _repair(layout, report)
+            _repair(layout, report, prune, _rebuild(layout, report))
     return report
 
 
-def _repair(layout: Layout, report: VerifyReport) -> None:
+def explain_adapter(layout: Layout, name: str) -> Manifest | str:
+    """The manifest of an adapter folder that no index row mentions, if the folder explains itself; else why not."""
+    folder = layout.adapters_dir / name
+    try:
+        manifest = Manifest.read(folder, f"adapters/{name}")
+    except CorruptAdapterError as err:
+        return str(err)
+    if adapter_key(manifest.doc_id, manifest.base_fingerprint, manifest.settings_fingerprint) != name:
+        return "its name is not the key its manifest gives"
+    problem = checksum_problem(folder)
+    if problem is not None:
+        return problem
+    text = layout.text_path(manifest.doc_id)
+    if not text.is_file():
+        return f"the text of its document {manifest.doc_id[:SHORT_ID]} is not stored"
+    if sha256_file(text) != manifest.doc_id:
+        return f"the stored text of its document {manifest.doc_id[:SHORT_ID]} does not match the document's id"
+    return manifest
+
+
+def _rebuild(layout: Layout, report: VerifyReport) -> dict[str, Manifest | str]:
+    """Index rows for the orphan adapter folders that explain themselves, with their documents' rows. Returns, for
+    every orphan folder, its manifest (rebuilt) or why it could not be rebuilt."""
+    explained = {name: explain_adapter(layout, name) for name in report.orphan_folders}
+    forgotten = set(report.unfinished_forgets)
+    for name, found in explained.items():
+        if isinstance(found, Manifest) and found.doc_id in forgotten:
+            explained[name] = "its document was being forgotten"
+    rebuilt = {name: manifest for name, manifest in explained.items() if isinstance(manifest, Manifest)}
+    if rebuilt:
+        with layout.connect() as conn, index.transaction(conn):
+            for name, manifest in rebuilt.items():
+                document = {"doc_id": manifest.doc_id, "title": manifest.title, "tokens": manifest.tokens,
+                            "route": "absorb", "created": manifest.created}
+                index.insert_rows(conn, document, [(name, manifest, folder_size(layout.adapters_dir / name))])
+        report.repaired += [f"rebuilt the index rows of adapter {name} and of its document {manifest.title!r} "
+                            "from its manifest" for name, manifest in rebuilt.items()]
+    return explained
+
+
+def _repair(layout: Layout, report: VerifyReport, prune: bool, explained: dict[str, Manifest | str]) -> None:
+    rebuilt_texts = {f"{found.doc_id}.txt" for found in explained.values() if isinstance(found, Manifest)}
+    _finish_forgets(layout, report)
     dropped = report.missing_folders + list(report.damaged)
     if dropped:
         with layout.connect() as conn, index.transaction(conn):
@@ -95,11 +149,21 @@ def _repair(layout: Layout, report: VerifyReport) -> None:
     for key in report.damaged:  # rows first (above), then files
         shutil.rmtree(layout.adapter_path(key), ignore_errors=True)
     for name in report.orphan_folders:
-        _remove_path(layout.adapters_dir / name)
-        report.repaired.append(f"removed adapters/{name} (no index row)")
+        if isinstance(explained[name], Manifest):
+            continue  # rebuilt
+        if prune:
+            _remove_path(layout.adapters_dir / name)
+            report.repaired.append(f"removed adapters/{name} (no index row)")
+        else:
+            report.left.append(f"kept adapters/{name}: no index row, and it cannot be rebuilt ({explained[name]})")
     for name in report.orphan_texts:
-        _remove_path(layout.documents_dir / name)
-        report.repaired.append(f"removed documents/{name} (no index row)")
+        if name in rebuilt_texts:
+            continue  # its document's row was rebuilt with its adapter
+        if prune:
+            _remove_path(layout.documents_dir / name)
+            report.repaired.append(f"removed documents/{name} (no index row)")
+        else:
+            report.left.append(f"kept documents/{name}: no index row and no adapter that names its document")
     for name in report.stale_staging:
         _remove_path(layout.staging_dir / name)
         report.repaired.append(f"removed staging/{name} (interrupted add)")
@@ -107,6 +171,30 @@ def _repair(layout: Layout, report: VerifyReport) -> None:
         report.repaired.append(
             f"left {len(report.missing_texts)} document(s) without text as they are: add them again to restore it"
         )
+
+
+def _finish_forgets(layout: Layout, report: VerifyReport) -> None:
+    """Finish each interrupted forget whose rows are gone: its adapter folders and its text go too. A mark whose
+    document still has its row is a forget that never began: the mark goes, the document stays."""
+    with layout.connect() as conn:
+        known = index.document_ids(conn)
+    for doc_id in report.unfinished_forgets:
+        if doc_id not in known:
+            for name in list(report.orphan_folders):
+                try:
+                    owner = Manifest.read(layout.adapters_dir / name).doc_id
+                except CorruptAdapterError:
+                    continue
+                if owner == doc_id:
+                    _remove_path(layout.adapters_dir / name)
+                    report.orphan_folders.remove(name)
+            if f"{doc_id}.txt" in report.orphan_texts:
+                _remove_path(layout.text_path(doc_id))
+                report.orphan_texts.remove(f"{doc_id}.txt")
+            report.repaired.append(f"finished forgetting document {doc_id[:SHORT_ID]} (its forget was interrupted)")
+        else:
+            report.repaired.append(f"document {doc_id[:SHORT_ID]}: its forget never began; it stays")
+        (layout.forgetting_dir / doc_id).unlink(missing_ok=True)
 
 
 def is_stale(path: Path) -> bool:

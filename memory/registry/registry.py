@@ -235,19 +235,22 @@ class Registry(Layout):
         return document
 
     @_clear_errors
-    def verify(self, repair: bool = False) -> VerifyReport:
+    def verify(self, repair: bool = False, prune: bool = False) -> VerifyReport:
         """Check that the index and the folders agree and that every adapter's files match their checksums.
 
-        With ``repair``: remove damaged adapters (row and folder; the document stays, absorb it again), plus
-        everything :meth:`gc` removes. Intact committed adapters are never touched.
+        With ``repair``: rebuild the index rows of adapter folders that explain themselves (manifest, key,
+        checksums, their document's text), remove damaged adapters (row and folder; the document stays, absorb it
+        again), plus what :meth:`gc` removes. Folders and texts it cannot explain are kept and listed in the
+        report's ``left``; ``prune`` removes them. Intact committed adapters are never touched.
         """
-        return maintenance.check(self, hash_files=True, repair=repair)
+        return maintenance.check(self, hash_files=True, repair=repair, prune=prune)
 
     @_clear_errors
-    def gc(self) -> VerifyReport:
-        """Remove what interrupted operations left behind: folders and text files no row mentions, stale
-        staging folders, and rows whose folder is gone. Does not hash files (see :meth:`verify`)."""
-        return maintenance.check(self, hash_files=False, repair=True)
+    def gc(self, prune: bool = False) -> VerifyReport:
+        """Put right what interrupted operations left behind: rebuild the rows of adapter folders that explain
+        themselves, drop rows whose folder is gone, remove stale staging folders; folders and text files no row
+        mentions are removed only with ``prune``. Does not hash committed adapters (see :meth:`verify`)."""
+        return maintenance.check(self, hash_files=False, repair=True, prune=prune)
 
     # ---- export and import
 
