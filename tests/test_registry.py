@@ -694,6 +694,43 @@ def test_malicious_archives_are_refused(registry, lora_a, tmp_path, attack):
     assert list(fresh.staging_dir.iterdir()) == []
 
 
+def test_an_archive_cannot_put_its_text_and_adapter_under_another_documents_id(registry, lora_a, tmp_path):
+    """An archive whose doc_id is the victim's, with other text, would make its adapter the one `ask` uses for the
+    victim's document, and later absorbing the real file would say "already absorbed". Import recomputes the id."""
+    victim = doc_id_for(TEXT_A)
+    attacker = Registry(tmp_path / "attacker")
+    attacker.add_document(victim, "Alpha", TEXT_B, tokens=10)  # the attacker's text under the victim's id
+    with attacker.staging() as folder:
+        copy_adapter_files(lora_a, folder)
+        write_manifest(folder, victim, "Alpha", BASE)
+        attacker.add_adapter(folder, text=TEXT_B)
+    evil = attacker.export("Alpha", tmp_path / "alpha.tar.gz")
+    with pytest.raises(InputError, match="not the text of document"):
+        registry.import_archive(evil)
+    assert registry.list_documents() == [] and list(registry.adapters_dir.iterdir()) == []
+    assert not registry.text_path(victim).exists()
+
+
+def test_an_archive_naming_an_adapter_key_that_is_not_a_key_is_refused(registry, lora_a, tmp_path):
+    store_adapter(registry, lora_a, TEXT_A, "Alpha", BASE)
+    archive = registry.export("Alpha", tmp_path / "alpha.tar.gz")
+    evil = tmp_path / "evil.tar.gz"
+
+    def change(member, data):
+        if member.name == "lift-memory.json":
+            contents = json.loads(data)
+            contents["adapters"] = ["../../../etc" for _ in contents["adapters"]]
+            data = json.dumps(contents).encode()
+            member.size = len(data)
+        return member, data
+
+    _rewrite_archive(archive, evil, change)
+    fresh = Registry(tmp_path / "fresh-home")
+    with pytest.raises(InputError, match="is not an adapter key"):
+        fresh.import_archive(evil)
+    assert fresh.list_documents() == []
+
+
 def test_importing_something_else_is_a_clear_error(registry, tmp_path):
     not_an_archive = tmp_path / "notes.tar.gz"
     not_an_archive.write_text("hello")

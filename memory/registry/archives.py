@@ -23,7 +23,7 @@ from typing import Any
 
 from lift_tool.errors import CorruptAdapterError, InputError
 from lift_tool.memory.registry.commit import Staged, prepare
-from lift_tool.memory.registry.entries import DocumentEntry
+from lift_tool.memory.registry.entries import SHORT_ID, DocumentEntry
 from lift_tool.memory.registry.integrity import checksum_problem, files_in
 from lift_tool.memory.registry.layout import check_doc_id
 
@@ -31,6 +31,7 @@ ARCHIVE_INDEX = "lift-memory.json"  # the document row and adapter rows inside a
 ARCHIVE_TEXT = "document.txt"
 _DOCUMENT_FIELDS = ("doc_id", "title", "tokens", "route", "created")
 _MEMBER = re.compile(r"(lift-memory\.json|document\.txt|adapters/[0-9a-f]{24}/[A-Za-z0-9_.-]+)")
+_KEY = re.compile(r"[0-9a-f]{24}")
 
 
 def write_archive(document: DocumentEntry, text: str, file: Path) -> Path:
@@ -71,12 +72,18 @@ def read_archive(file: Path, unpacked: Path) -> tuple[dict[str, Any], str, list[
         text_sha256 = contents["text_sha256"]
     except (KeyError, TypeError, ValueError, UnicodeDecodeError, FileNotFoundError) as err:
         raise InputError(f"{file} is not a lift memory archive ({err!r}): export it again with `lift export`") from None
-    if hashlib.sha256(text.encode("utf-8")).hexdigest() != text_sha256:
+    text_id = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    if text_id != text_sha256:
         raise InputError(f"{file} is damaged: the document text does not match its checksum; export it again")
     check_doc_id(doc_id)
+    if text_id != doc_id:  # an archive could otherwise put its own text and adapter under another document's id
+        raise InputError(f"{file} is refused: the text it carries is not the text of document {doc_id[:SHORT_ID]} "
+                         "(a document's id is the sha256 of its text)")
     staged = []
     for key in keys:
-        folder = unpacked / "adapters" / str(key)
+        if not isinstance(key, str) or not _KEY.fullmatch(key):
+            raise InputError(f"{file} is refused: {key!r} is not an adapter key; export it again with `lift export`")
+        folder = unpacked / "adapters" / key
         where = f"{file}:adapters/{key}"
         problem = checksum_problem(folder)
         if problem is not None:
