@@ -6,10 +6,12 @@ Plain text and Markdown are read directly; PDF through pypdf and HTML through Be
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
 from lift_tool.errors import InputError
+from lift_tool.memory.manifest import title_problem
 from lift_tool.segment import document_id, normalise_text
 
 TEXT_SUFFIXES = {".txt", ".md", ".markdown", ".rst", ".text", ""}
@@ -33,17 +35,22 @@ def make_document(text: str, title: str | None = None, source: str | None = None
     text = normalise_text(text)
     if not text:
         raise InputError(f"{source or 'the document'} is empty: there is nothing to absorb")
+    if title is not None and title_problem(title):
+        raise InputError(f"{title!a} cannot be a document's title: {title_problem(title)}")
     return Document(text=text, title=title or guess_title(text, source), doc_id=document_id(text), source=source)
 
 
 def guess_title(text: str, source: str | None = None) -> str:
+    """The first Markdown heading, else the file's name, else the first line; control characters left out."""
     heading = re.search(r"^#{1,3}\s+(.+)$", text, flags=re.MULTILINE)
     if heading:
-        return heading.group(1).strip()[:120]
-    if source:
-        return Path(source).stem
-    first_line = text.split("\n", 1)[0].strip()
-    return (first_line[:80] + "…") if len(first_line) > 80 else first_line
+        title = heading.group(1).strip()[:120]
+    elif source:
+        title = Path(source).stem
+    else:
+        first_line = text.split("\n", 1)[0].strip()
+        title = (first_line[:80] + "…") if len(first_line) > 80 else first_line
+    return "".join(ch for ch in title if unicodedata.category(ch) != "Cc").strip()
 
 
 def read_document(path: str | Path, title: str | None = None) -> Document:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,23 @@ REQUIRED: dict[str, type | tuple[type, ...]] = {
     "train_seconds": (int, float),
     "created": str,
 }
+
+
+def title_problem(title: object) -> str | None:
+    """What makes ``title`` unfit to name a document, or None. Titles are printed in terminals and prompts:
+    control characters (an ESC sequence, a newline) could rewrite what a user sees, and a lone surrogate cannot be
+    written as UTF-8."""
+    if not isinstance(title, str):
+        return f"a title must be text, not {type(title).__name__}"
+    if not title.strip():
+        return "the title is empty"
+    if any(unicodedata.category(ch) == "Cc" for ch in title):
+        return "the title holds control characters (such as ESC or a line break)"
+    try:
+        title.encode("utf-8")
+    except UnicodeEncodeError:
+        return "the title holds characters that are not valid Unicode (a lone surrogate)"
+    return None
 
 
 @dataclass(frozen=True)
@@ -81,8 +99,8 @@ class Manifest:
                 raise bad(f"{name!r} has the wrong type")
         if not DOC_ID.fullmatch(data["doc_id"]):
             raise bad("'doc_id' is not a sha256 hex digest")
-        if not data["title"].strip():
-            raise bad("'title' is empty")
+        if title_problem(data["title"]):
+            raise bad(title_problem(data["title"]))
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{name: value for name, value in data.items() if name in known})
 

@@ -76,3 +76,19 @@ def test_broken_pdf(tmp_path):
 def test_text_with_nul_is_refused():
     with pytest.raises(InputError, match="binary"):
         make_document("abc\x00def")
+
+
+@pytest.mark.parametrize("title", ["Alpha\x1b[2J\x1b[H", "Two\nlines", "lone \ud800 surrogate", "   "])
+def test_a_title_that_could_rewrite_the_terminal_is_refused_before_anything_is_stored(title, tmp_path):
+    from lift_tool.memory.registry import Registry
+
+    with pytest.raises(InputError, match="cannot be a document's title"):
+        make_document("Some text about Alpha.", title=title)
+    registry = Registry(tmp_path / "home")
+    with pytest.raises(InputError, match="cannot be a document's title"):
+        registry.add_document("a" * 64, title, "Some text about Alpha.", tokens=5)
+    assert registry.list_documents() == [] and list(registry.documents_dir.iterdir()) == []
+
+
+def test_a_guessed_title_leaves_control_characters_out():
+    assert make_document("# Alpha\x1b[31m red\n\nText.").title == "Alpha[31m red"

@@ -25,7 +25,7 @@ from lift_tool.errors import CorruptAdapterError, InputError
 from lift_tool.memory.registry.commit import Staged, prepare
 from lift_tool.memory.registry.entries import SHORT_ID, DocumentEntry
 from lift_tool.memory.registry.integrity import checksum_problem, files_in
-from lift_tool.memory.registry.layout import check_doc_id
+from lift_tool.memory.registry.layout import check_doc_id, check_title
 
 ARCHIVE_INDEX = "lift-memory.json"  # the document row and adapter rows inside an exported archive
 ARCHIVE_TEXT = "document.txt"
@@ -76,6 +76,7 @@ def read_archive(file: Path, unpacked: Path) -> tuple[dict[str, Any], str, list[
     if text_id != text_sha256:
         raise InputError(f"{file} is damaged: the document text does not match its checksum; export it again")
     check_doc_id(doc_id)
+    check_title(document.get("title"))
     if text_id != doc_id:  # an archive could otherwise put its own text and adapter under another document's id
         raise InputError(f"{file} is refused: the text it carries is not the text of document {doc_id[:SHORT_ID]} "
                          "(a document's id is the sha256 of its text)")

@@ -25,7 +25,7 @@ from lift_tool.memory.manifest import Manifest
 from lift_tool.memory.registry import index
 from lift_tool.memory.registry.entries import SHORT_ID, DocumentEntry, adapter_key
 from lift_tool.memory.registry.integrity import check_peft_files, checksum_problem, folder_size, write_checksums
-from lift_tool.memory.registry.layout import Layout, check_doc_id
+from lift_tool.memory.registry.layout import Layout, check_doc_id, check_title
 
 
 @dataclass
@@ -45,12 +45,14 @@ def add_document(
 ) -> DocumentEntry:
     """Store a document's text and its row, or replace the title and route of a known one (``None`` keeps)."""
     check_doc_id(doc_id)
+    if title is not None:
+        check_title(title)
     with layout.writing(), layout.connect() as conn:
         with index.transaction(conn):
             known = index.has_document(conn, doc_id)
             if not known and (title is None or text is None or tokens is None):
                 raise InputError(f"document {doc_id[:SHORT_ID]} is new: give its title, text and token count")
-            # The text before the row: a crash in between leaves an orphan text file, which gc removes.
+            # The text before the row: a crash in between leaves an orphan text file (repair lists it, --prune removes it).
             if text is not None and not layout.text_path(doc_id).is_file():
                 write_atomic(layout.text_path(doc_id), text.encode("utf-8"))
             if known:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Iterator
 
 from lift_tool.errors import InputError
-from lift_tool.memory.manifest import DOC_ID
+from lift_tool.memory.manifest import DOC_ID, title_problem
 from lift_tool.memory.registry import index
 
 LOCK_TIMEOUT_S = 300.0  # how long a writer waits for registry.lock (verify holds it while hashing every adapter)
@@ -31,6 +31,12 @@ def check_doc_id(doc_id: str) -> None:
     # Ids become file names: anything but a sha256 hex digest is refused (it could name a path elsewhere).
     if not isinstance(doc_id, str) or not DOC_ID.fullmatch(doc_id):
         raise InputError(f"{doc_id!r} is not a document id (a sha256 hex digest of the document's text)")
+
+
+def check_title(title: str) -> None:
+    problem = title_problem(title)
+    if problem:
+        raise InputError(f"{title!a} cannot be a document's title: {problem}")
 
 
 class Layout:
