@@ -168,6 +168,7 @@ class Answering:
         question = question.strip()
         if not question:
             raise InputError("the question is empty")
+        self._check_length(question)
         started = time.monotonic()
         entries = self._documents(question, documents)
         if not entries and mode != "base":
@@ -179,11 +180,24 @@ class Answering:
         """See :meth:`Lift.chat`."""
         check_mode(mode)
         prompt = ConversationPrompt(conversation)
+        self._check_length(prompt.question)
         started = time.monotonic()
         entries = self._documents(prompt.question, documents)
         if not entries:  # a conversation may be about anything: the base model answers
             mode = "base"
         return self._answer(prompt, entries, mode, max_new_tokens, on_text, started)
+
+    def _check_length(self, question: str) -> None:
+        """Refuse a question over ``settings.max_question_tokens`` before anything reads it: a megabyte of question
+        would keep retrieval and the model busy for minutes."""
+        limit = self.lift.settings.max_question_tokens
+        if len(question) <= limit:  # a token is at least one character
+            return
+        head = question[: limit * 16]  # more than 16 characters a token on average is no text
+        tokens = len(self.lift.loaded.tokenizer(head, add_special_tokens=False)["input_ids"])
+        if tokens > limit or len(question) > len(head):
+            raise InputError(f"the question is over {limit:,} tokens (LIFT_MAX_QUESTION_TOKENS): ask a shorter "
+                             "question, and absorb or index a long text as a document instead")
 
     def _documents(self, question: str, documents: "list[str] | str | None") -> list["DocumentEntry"]:
         if isinstance(documents, str):

@@ -119,12 +119,14 @@ class Settings(BaseSettings):
     home: Path = Field(default_factory=lambda: Path(platformdirs.user_data_dir(APP_NAME)))
     cache_dir: Path = Field(default_factory=lambda: Path(platformdirs.user_cache_dir(APP_NAME)))
     max_document_tokens: int = Field(200_000, ge=1)
+    max_document_bytes: int = Field(64 * 2**20, ge=1)  # the largest file read as a document, checked before reading
+    max_question_tokens: int = Field(1024, ge=16)  # a longer question is refused (it would take minutes to answer)
     max_new_tokens: int = Field(64, ge=1)
     context_window: int | None = Field(None, ge=64)  # None: the model's own window
     pool_capacity: int = Field(8, ge=1)  # adapters kept resident on the answering model
     # Several documents with adapters in one question: answer with each adapter and keep the answers of the
     # documents that know ("per-document"), or merge the adapters into one ("combine"). Chosen by measurement:
-    # benchmarks/results/multi_document.md.
+    # benchmarks/results/multi_document/smollm2-135m.md.
     multi_document: Literal["combine", "per-document"] = "per-document"
     lora: LoraSettings = LoraSettings()
     training: TrainingSettings = TrainingSettings()

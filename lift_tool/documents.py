@@ -6,6 +6,7 @@ Plain text and Markdown are read directly; PDF through pypdf and HTML through Be
 from __future__ import annotations
 
 import re
+import stat
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,23 +54,45 @@ def guess_title(text: str, source: str | None = None) -> str:
     return "".join(ch for ch in title if unicodedata.category(ch) != "Cc").strip()
 
 
-def read_document(path: str | Path, title: str | None = None) -> Document:
+MAX_DOCUMENT_BYTES = 64 * 2**20  # the default of settings.max_document_bytes
+
+
+def read_document(path: str | Path, title: str | None = None, max_bytes: int = MAX_DOCUMENT_BYTES) -> Document:
+    """A document from a file: only a regular file (not a device, FIFO or socket), of at most ``max_bytes``."""
     path = Path(path).expanduser()
-    if not path.exists():
-        raise InputError(f"file not found: {path}")
-    if path.is_dir():
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise InputError(f"file not found: {path}") from None
+    except OSError as err:
+        raise InputError(f"cannot read {path}: {err.strerror}") from None
+    if stat.S_ISDIR(info.st_mode):
         raise InputError(f"{path} is a folder: give one document file")
+    if not stat.S_ISREG(info.st_mode):
+        raise InputError(f"{path} is not a regular file (a device, a pipe or a socket): give a document file")
+    if info.st_size > max_bytes:
+        raise InputError(f"{path} is {info.st_size:,} bytes, over the limit of {max_bytes:,} bytes for a document "
+                         "(LIFT_MAX_DOCUMENT_BYTES): split it, or raise the limit")
     suffix = path.suffix.lower()
     if suffix == ".pdf":
         text = _read_pdf(path)
     elif suffix in {".html", ".htm"}:
-        text = _html_to_text(_decode(path.read_bytes(), path))
+        text = _html_to_text(_decode(_read_at_most(path, max_bytes), path))
     else:
-        raw = path.read_bytes()
+        raw = _read_at_most(path, max_bytes)
         if suffix not in TEXT_SUFFIXES and _looks_binary(raw):
             raise InputError(f"{path} is not a text file (unsupported type {suffix!r}): give text, Markdown, PDF or HTML")
         text = _decode(raw, path)
     return make_document(text, title=title, source=str(path))
+
+
+def _read_at_most(path: Path, max_bytes: int) -> bytes:
+    """The file's bytes; a file that grew past the limit since it was checked is refused, not read to the end."""
+    with open(path, "rb") as handle:
+        raw = handle.read(max_bytes + 1)
+    if len(raw) > max_bytes:
+        raise InputError(f"{path} is over the limit of {max_bytes:,} bytes for a document (LIFT_MAX_DOCUMENT_BYTES)")
+    return raw
 
 
 def _looks_binary(raw: bytes) -> bool:
@@ -77,13 +100,17 @@ def _looks_binary(raw: bytes) -> bool:
 
 
 def _decode(raw: bytes, path: Path) -> str:
+    if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):  # UTF-16 with its byte-order mark: NUL bytes are expected
+        try:
+            return raw.decode("utf-16")
+        except UnicodeDecodeError:
+            raise InputError(f"{path} starts as UTF-16 but is not valid UTF-16: convert it to UTF-8 first") from None
     if _looks_binary(raw):
         raise InputError(f"{path} looks binary (it contains NUL bytes): give a text, Markdown, PDF or HTML file")
-    for encoding in ("utf-8-sig", "utf-16") if raw[:2] in (b"\xff\xfe", b"\xfe\xff") else ("utf-8-sig",):
-        try:
-            return raw.decode(encoding)
-        except UnicodeDecodeError:
-            continue
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        pass
     raise InputError(f"{path} is not valid UTF-8 text: convert it to UTF-8 first (for example with iconv)")
 
 

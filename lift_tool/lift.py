@@ -122,7 +122,8 @@ class Lift:
         if isinstance(source, Document):
             return source
         if isinstance(source, Path) or (isinstance(source, str) and _names_a_file(source)):
-            return read_document(source, title=title)  # a missing file is an error, not a one-line document
+            # a missing file is an error, not a one-line document
+            return read_document(source, title=title, max_bytes=self.settings.max_document_bytes)
         if isinstance(source, str):
             return make_document(source, title=title)
         raise InputError(f"cannot read a document from a {type(source).__name__}: give a path or a string")

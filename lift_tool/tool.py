@@ -223,10 +223,12 @@ class AbsorbDocument(_LiftTool):
 
         if (text is None) == (path is None):
             raise ToolException(f"Error: {self.name} needs exactly one of `text` or `path`. Call it again with {self.usage}.")
-        document = make_document(text, title=title) if text is not None else read_document(path, title=title)
+        lift = self.memory()
+        document = (make_document(text, title=title) if text is not None
+                    else read_document(path, title=title, max_bytes=lift.settings.max_document_bytes))
         override = None if route == "auto" else route
-        decision = plan_route(self.memory(), document, override, self.budget_seconds, self.measure_throughput)
-        routed = store_routed(self.memory(), document, decision, background=self.background)
+        decision = plan_route(lift, document, override, self.budget_seconds, self.measure_throughput)
+        routed = store_routed(lift, document, decision, background=self.background)
         outcome = {
             "absorbed": f"Absorbed into an adapter in {routed.seconds:.0f} s.",
             "absorbing": "Absorbing in the background; until it is done, questions are answered from retrieval "

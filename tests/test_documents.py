@@ -92,3 +92,40 @@ def test_a_title_that_could_rewrite_the_terminal_is_refused_before_anything_is_s
 
 def test_a_guessed_title_leaves_control_characters_out():
     assert make_document("# Alpha\x1b[31m red\n\nText.").title == "Alpha[31m red"
+
+
+def test_only_regular_files_are_read(tmp_path):
+    """A FIFO named .txt would block the read forever, /dev/zero would fill the memory: both are refused at once."""
+    import os
+
+    fifo = tmp_path / "notes.txt"
+    os.mkfifo(fifo)
+    with pytest.raises(InputError, match="not a regular file"):
+        read_document(fifo)
+    with pytest.raises(InputError, match="not a regular file"):
+        read_document("/dev/zero")
+
+
+def test_a_file_over_the_size_limit_is_refused_before_it_is_read(tmp_path):
+    sparse = tmp_path / "huge.txt"
+    with open(sparse, "wb") as handle:  # 3 GB that take no disk: reading them would end in MemoryError
+        handle.truncate(3 * 2**30)
+    with pytest.raises(InputError, match="LIFT_MAX_DOCUMENT_BYTES"):
+        read_document(sparse)
+    small = tmp_path / "small.md"
+    small.write_text("# Small\n\n" + "A sentence about the harbour. " * 40)
+    with pytest.raises(InputError, match="over the limit of 100 bytes"):
+        read_document(small, max_bytes=100)
+    assert read_document(small, max_bytes=10_000).title == "Small"
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be"])
+def test_utf16_text_with_a_byte_order_mark_is_read(tmp_path, encoding):
+    path = tmp_path / "notes.txt"
+    text = "# Notes\n\nThe ferry leaves at nine."
+    data = text.encode(encoding)
+    if encoding != "utf-16":  # plain utf-16 writes its mark itself
+        data = ("\ufeff" + text).encode(encoding)
+    path.write_bytes(data)
+    document = read_document(path)
+    assert document.title == "Notes" and document.text == text

@@ -153,3 +153,13 @@ def test_a_one_line_text_longer_than_a_file_name_is_read_as_text(tiny_settings, 
     text = ("The lighthouse on Gull Rock is painted red and white. " * 80)[:length].strip()
     document = Lift(tiny_settings).read(text)
     assert document.text == text
+
+
+def test_a_question_over_the_token_limit_is_refused_at_once(tiny_settings):
+    lift = Lift(tiny_settings.model_copy(update={"max_question_tokens": 64}))
+    for question in ("why " * 200, "x" * 1_000_000):
+        with pytest.raises(InputError, match="LIFT_MAX_QUESTION_TOKENS"):
+            lift.ask(question)
+        with pytest.raises(InputError, match="LIFT_MAX_QUESTION_TOKENS"):
+            lift.chat([{"role": "user", "content": question}])
+    assert lift.ask("why " * 10, mode="base").text is not None  # a short one is answered
