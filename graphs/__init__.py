@@ -1,9 +1,9 @@
 """LangGraph graphs over lift-tool's memory, one per module, each exposing a compiled ``graph`` (registered in
 langgraph.json) and ``build_graph(...)`` for a custom checkpointer:
 
-- ``graphs.router``: where a new document goes (in context, absorbed, or retrieval only);
-- ``graphs.doc_qa``: a long question-and-answer session, persisted by a checkpointer;
-- ``graphs.research_assistant``: ingest a folder, plan sub-questions, answer them from memory, write a report.
+- ``lift_tool.graphs.router``: where a new document goes (in context, absorbed, or retrieval only);
+- ``lift_tool.graphs.doc_qa``: a long question-and-answer session, persisted by a checkpointer;
+- ``lift_tool.graphs.research_assistant``: ingest a folder, plan sub-questions, answer them from memory, write a report.
 
 They are configured through ``config["configurable"]`` (see :class:`Configuration`). Nodes in one process share
 one ``Lift`` per settings, so the model is loaded once. Nothing in lift_tool or memory imports this package.

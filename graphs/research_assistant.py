@@ -14,7 +14,7 @@ from the findings (a 135M model writes poor prose; the point is the whole flow).
 and write instead: ``build_graph(planner=..., writer=...)``, or ``chat_model: "provider:model"`` in the
 configuration (``init_chat_model``).
 
-Input: ``{"question": "...", "folder": "path/to/documents"}``. Configuration: see ``graphs.Configuration``
+Input: ``{"question": "...", "folder": "path/to/documents"}``. Configuration: see ``lift_tool.graphs.Configuration``
 (``max_sub_questions``, ``budget_seconds``, ``route_override``, ...).
 """
 

@@ -16,7 +16,7 @@ returns at once: the document answers from retrieval ("retrieve" in the registry
 ("absorb"); ``Lift.absorption_status`` tells how it is going, or why it failed.
 
 Input: ``{"source": "<file path or the text>", "title": optional, "route_override": optional}``.
-Configuration (``config["configurable"]``): see ``graphs.Configuration`` (lift_home, model, route_override,
+Configuration (``config["configurable"]``): see ``lift_tool.graphs.Configuration`` (lift_home, model, route_override,
 budget_seconds, background, measure_throughput, ...).
 """
 
