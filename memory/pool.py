@@ -239,6 +239,7 @@ class AdapterPool:
         if raw.get("peft_type") != "LORA":
             raise IncompatibleAdapterError(f"the adapter for '{entry.title}' is a {raw.get('peft_type')} adapter; the pool loads LoRA adapters only")
         config = LoraConfig.from_pretrained(str(entry.path))
+        self._check_rank(entry, config)
         signature = _signature(config)
         slot = self._slot_for(config)
         try:
@@ -264,6 +265,21 @@ class AdapterPool:
             raise
         del weights  # the tensors are copies: let the file's bytes go before anything is evicted
         return self._admit(entry.key, entry.title, config, tensors)
+
+    def _check_rank(self, entry: AdapterEntry, config: Any) -> None:
+        """Refuse a rank no layer of this model can use before any LoRA layer is built: the layers are allocated
+        from the configuration, so a rank of 100,000 in a tampered config would take gigabytes first."""
+        import torch
+
+        widest = max((min(m.in_features, m.out_features) for m in self.model.modules() if isinstance(m, torch.nn.Linear)),
+                     default=0)
+        ranks = [config.r, *(getattr(config, "rank_pattern", None) or {}).values()]
+        unusable = [r for r in ranks if not isinstance(r, int) or isinstance(r, bool) or not 0 < r <= widest]
+        if unusable:
+            raise IncompatibleAdapterError(
+                f"the adapter for '{entry.title}' does not fit this model: its LoRA rank {unusable[0]!r} is not "
+                f"between 1 and {widest}, the most a layer of this model can use; absorb the document again"
+            )
 
     def _admit(self, key: str, title: str, config: Any, tensors: dict[str, "torch.Tensor"]) -> _Resident:
         self._slot_for(config)

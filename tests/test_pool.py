@@ -252,3 +252,24 @@ def test_blocks_do_not_nest(tiny_loaded, registry, entries):
     assert pool.evict(entries["one"].key) and pool.resident() == [entries["two"].key]
     pool.clear()
     assert pool.resident() == [] and pool.resident_bytes() == 0
+
+
+@pytest.mark.parametrize("rank", [100_000, 0])
+def test_a_rank_no_layer_can_use_is_refused_before_any_layer_is_built(tiny_loaded, registry, entries, rank):
+    """A config edited to rank 100,000 (its checksums recomputed, as an archive could carry it) made the pool
+    build the LoRA layers first: hundreds of megabytes, then a raw RuntimeError."""
+    import json
+
+    from lift_tool.memory.registry.integrity import write_checksums
+
+    entry = entries["one"]
+    config_path = entry.path / "adapter_config.json"
+    config = json.loads(config_path.read_text())
+    config["r"] = rank
+    config_path.write_text(json.dumps(config))
+    write_checksums(entry.path)
+    pool = AdapterPool(tiny_loaded.model, tiny_loaded.fingerprint, registry)
+    with pytest.raises(IncompatibleAdapterError, match="LoRA rank"):
+        with pool.activate(entry):
+            pass
+    assert pool.resident() == [] and not any("lora_" in name for name, _ in tiny_loaded.model.named_parameters())
