@@ -116,6 +116,6 @@ class Manifest:
             raise CorruptAdapterError(f"the adapter in {where} has no {MANIFEST_FILE}: absorption must write it")
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError, UnicodeDecodeError) as err:
-            raise CorruptAdapterError(f"the adapter in {where} has an unreadable {MANIFEST_FILE} ({err}): absorb the document again") from None
+        except (OSError, ValueError, UnicodeDecodeError, RecursionError) as err:
+            raise CorruptAdapterError(f"the adapter in {where} has an unreadable {MANIFEST_FILE} ({err!r}): absorb the document again") from None
         return cls.from_json(data, where)

@@ -731,6 +731,51 @@ def test_an_archive_naming_an_adapter_key_that_is_not_a_key_is_refused(registry,
     assert fresh.list_documents() == []
 
 
+@pytest.mark.parametrize("tamper", ["tokens as text", "title as a list", "no created", "deeply nested",
+                                    "empty text", "deeply nested manifest"])
+def test_an_archive_with_fields_of_the_wrong_shape_is_refused_whole(registry, lora_a, tmp_path, tamper):
+    """Each was a raw ValueError, KeyError or RecursionError, some after the text file had been written."""
+    import hashlib
+
+    entry = store_adapter(registry, lora_a, TEXT_A, "Alpha", BASE)
+    archive = registry.export("Alpha", tmp_path / "alpha.tar.gz")
+    evil = tmp_path / "evil.tar.gz"
+    deep = b"[" * 100_000 + b"]" * 100_000
+
+    def change(member, data):
+        if member.name == "lift-memory.json" and tamper != "deeply nested manifest":
+            contents = json.loads(data)
+            if tamper == "tokens as text":
+                contents["document"]["tokens"] = "many"
+            elif tamper == "title as a list":
+                contents["document"]["title"] = ["Alpha"]
+            elif tamper == "no created":
+                del contents["document"]["created"]
+            elif tamper == "empty text":
+                contents["text_sha256"] = hashlib.sha256(b"").hexdigest()
+            data = json.dumps(contents).encode()
+            if tamper == "deeply nested":
+                data = b'{"document": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+        elif member.name == "document.txt" and tamper == "empty text":
+            data = b""
+        elif member.name == f"adapters/{entry.key}/lift_manifest.json" and tamper == "deeply nested manifest":
+            data = deep
+        elif member.name == f"adapters/{entry.key}/checksums.json" and tamper == "deeply nested manifest":
+            checksums = json.loads(data)  # recomputed, so that the manifest itself is read
+            checksums["files"]["lift_manifest.json"] = hashlib.sha256(deep).hexdigest()
+            data = json.dumps(checksums).encode()
+        member.size = len(data)
+        return member, data
+
+    _rewrite_archive(archive, evil, change)
+    fresh = Registry(tmp_path / "fresh-home")
+    with pytest.raises((InputError, CorruptAdapterError)) as refused:
+        fresh.import_archive(evil)
+    assert "checksum" not in str(refused.value) or tamper == "empty text"  # each refused for what it is
+    assert fresh.list_documents() == []
+    assert list(fresh.documents_dir.iterdir()) == [] and list(fresh.adapters_dir.iterdir()) == []
+
+
 def test_importing_something_else_is_a_clear_error(registry, tmp_path):
     not_an_archive = tmp_path / "notes.tar.gz"
     not_an_archive.write_text("hello")

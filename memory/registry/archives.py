@@ -70,13 +70,14 @@ def read_archive(file: Path, unpacked: Path) -> tuple[dict[str, Any], str, list[
         keys = list(contents["adapters"])
         text = (unpacked / ARCHIVE_TEXT).read_text(encoding="utf-8")
         text_sha256 = contents["text_sha256"]
-    except (KeyError, TypeError, ValueError, UnicodeDecodeError, FileNotFoundError) as err:
+    except (KeyError, TypeError, ValueError, UnicodeDecodeError, FileNotFoundError, RecursionError) as err:
         raise InputError(f"{file} is not a lift memory archive ({err!r}): export it again with `lift export`") from None
+    row = _document_row(document, file)
+    if not text.strip():
+        raise InputError(f"{file} is refused: its document text is empty")
     text_id = hashlib.sha256(text.encode("utf-8")).hexdigest()
     if text_id != text_sha256:
         raise InputError(f"{file} is damaged: the document text does not match its checksum; export it again")
-    check_doc_id(doc_id)
-    check_title(document.get("title"))
     if text_id != doc_id:  # an archive could otherwise put its own text and adapter under another document's id
         raise InputError(f"{file} is refused: the text it carries is not the text of document {doc_id[:SHORT_ID]} "
                          "(a document's id is the sha256 of its text)")
@@ -93,8 +94,22 @@ def read_archive(file: Path, unpacked: Path) -> tuple[dict[str, Any], str, list[
         if item.key != key or item.manifest.doc_id != doc_id:
             raise CorruptAdapterError(f"the adapter {where} does not belong to this document: export it again")
         staged.append(item)
-    row = {name: document[name] for name in _DOCUMENT_FIELDS}
     return row, text, staged
+
+
+def _document_row(document: Any, file: Path) -> dict[str, Any]:
+    """The archive's document row, every field checked before anything is written: the row must insert whole."""
+    if not isinstance(document, dict) or set(_DOCUMENT_FIELDS) - set(document):
+        raise InputError(f"{file} is not a lift memory archive: its document row lacks one of {', '.join(_DOCUMENT_FIELDS)}")
+    check_doc_id(document["doc_id"])
+    check_title(document["title"])
+    tokens, route, created = document["tokens"], document["route"], document["created"]
+    if not isinstance(tokens, int) or isinstance(tokens, bool) or tokens < 0:
+        raise InputError(f"{file} is refused: its document's token count {tokens!r} is not a whole number")
+    for name, value in (("route", route), ("created", created)):
+        if not isinstance(value, str) or not value.isprintable() or len(value) > 64:
+            raise InputError(f"{file} is refused: its document's {name} {value!r} is not a short line of text")
+    return {name: document[name] for name in _DOCUMENT_FIELDS}
 
 
 def _add_bytes(archive: tarfile.TarFile, name: str, data: bytes) -> None:
