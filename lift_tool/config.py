@@ -121,6 +121,8 @@ class Settings(BaseSettings):
     max_document_tokens: int = Field(200_000, ge=1)
     max_document_bytes: int = Field(64 * 2**20, ge=1)  # the largest file read as a document, checked before reading
     max_question_tokens: int = Field(1024, ge=16)  # a longer question is refused (it would take minutes to answer)
+    archive_max_bytes: int = Field(2**30, ge=1)  # the most an archive given to `lift import` may unpack to
+    archive_max_files: int = Field(1_000, ge=1)  # the most files it may hold
     max_new_tokens: int = Field(64, ge=1)
     context_window: int | None = Field(None, ge=64)  # None: the model's own window
     pool_capacity: int = Field(8, ge=1)  # adapters kept resident on the answering model

@@ -237,7 +237,7 @@ class Lift:
 
     def import_archive(self, file: "Path | str") -> "DocumentEntry":
         """Add a document's memory from an archive written by :meth:`export`, and index it for retrieval."""
-        entry = self.registry.import_archive(file)
+        entry = self.registry.import_archive(file, self.settings.archive_max_bytes, self.settings.archive_max_files)
         self.store.add_document(entry.doc_id, entry.title, self.registry.document_text(entry.doc_id))
         return entry
 

@@ -776,6 +776,32 @@ def test_an_archive_with_fields_of_the_wrong_shape_is_refused_whole(registry, lo
     assert list(fresh.documents_dir.iterdir()) == [] and list(fresh.adapters_dir.iterdir()) == []
 
 
+@pytest.mark.parametrize("attack", ["decompression bomb", "20,000 files"])
+def test_an_archive_over_the_limits_is_refused_before_it_is_unpacked(registry, lora_a, tmp_path, attack):
+    entry = store_adapter(registry, lora_a, TEXT_A, "Alpha", BASE)
+    archive = registry.export("Alpha", tmp_path / "alpha.tar.gz")
+    evil = tmp_path / "evil.tar.gz"
+    with tarfile.open(archive) as old, tarfile.open(evil, "w:gz") as new:
+        for member in old:
+            new.addfile(member, old.extractfile(member))
+        if attack == "decompression bomb":  # 100 MB of zeros: about 100 KB packed
+            info = tarfile.TarInfo(f"adapters/{entry.key}/padding.bin")
+            info.size = 100 * 2**20
+            with open("/dev/zero", "rb") as zeros:
+                new.addfile(info, zeros)
+        else:
+            for n in range(20_000):
+                info = tarfile.TarInfo(f"adapters/{entry.key}/f{n}")
+                new.addfile(info, io.BytesIO(b""))
+    fresh = Registry(tmp_path / "fresh-home")
+    with pytest.raises(InputError, match="is refused: it holds more than"):
+        fresh.import_archive(evil)
+    assert fresh.list_documents() == [] and list(fresh.staging_dir.iterdir()) == []
+    with pytest.raises(InputError, match="more than 3 files"):
+        fresh.import_archive(archive, max_files=3)  # the limits are the caller's to set
+    assert fresh.import_archive(archive).title == "Alpha"
+
+
 def test_importing_something_else_is_a_clear_error(registry, tmp_path):
     not_an_archive = tmp_path / "notes.tar.gz"
     not_an_archive.write_text("hello")

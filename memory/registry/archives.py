@@ -32,6 +32,11 @@ ARCHIVE_TEXT = "document.txt"
 _DOCUMENT_FIELDS = ("doc_id", "title", "tokens", "route", "created")
 _MEMBER = re.compile(r"(lift-memory\.json|document\.txt|adapters/[0-9a-f]{24}/[A-Za-z0-9_.-]+)")
 _KEY = re.compile(r"[0-9a-f]{24}")
+ARCHIVE_MAX_BYTES = 2**30  # unpacked: one document's text and its adapters
+ARCHIVE_MAX_FILES = 1_000
+# Adapter weights hardly compress and texts about 4 times: an archive that unpacks to many times its size beyond a
+# text's worth is a decompression bomb, whatever its total.
+ARCHIVE_MAX_RATIO, ARCHIVE_RATIO_SLACK = 20, 64 * 2**20
 
 
 def write_archive(document: DocumentEntry, text: str, file: Path) -> Path:
@@ -59,10 +64,11 @@ def write_archive(document: DocumentEntry, text: str, file: Path) -> Path:
     return file
 
 
-def read_archive(file: Path, unpacked: Path) -> tuple[dict[str, Any], str, list[Staged]]:
+def read_archive(file: Path, unpacked: Path, max_bytes: int = ARCHIVE_MAX_BYTES,
+                 max_files: int = ARCHIVE_MAX_FILES) -> tuple[dict[str, Any], str, list[Staged]]:
     """Unpack ``file`` into the empty staging folder ``unpacked`` and check it: the document row, its text and
-    its adapters, staged and ready for ``commit``."""
-    _unpack_safely(file, unpacked)
+    its adapters, staged and ready for ``commit``. At most ``max_files`` files and ``max_bytes`` unpacked."""
+    _unpack_safely(file, unpacked, max_bytes, max_files)
     try:
         contents = json.loads((unpacked / ARCHIVE_INDEX).read_text(encoding="utf-8"))
         document = contents["document"]
@@ -120,12 +126,26 @@ def _add_bytes(archive: tarfile.TarFile, name: str, data: bytes) -> None:
     archive.addfile(info, io.BytesIO(data))
 
 
-def _unpack_safely(file: Path, target: Path) -> None:
+def _unpack_safely(file: Path, target: Path, max_bytes: int, max_files: int) -> None:
     """Unpack an exported archive into ``target``, refusing any member that is not a plain file at an
-    expected place (the index, the text, ``adapters/<key>/<file>``)."""
+    expected place (the index, the text, ``adapters/<key>/<file>``), and an archive over the limits (checked on
+    each member's header, before its bytes are written)."""
+    try:
+        size = file.stat().st_size
+    except FileNotFoundError:
+        raise InputError(f"archive not found: {file}") from None
+    limit = min(max_bytes, ARCHIVE_MAX_RATIO * size + ARCHIVE_RATIO_SLACK)
+    unpacked = 0
     try:
         with tarfile.open(file, "r:gz") as archive:
-            for member in archive:
+            for count, member in enumerate(archive, start=1):
+                unpacked += member.size
+                if count > max_files or unpacked > limit:
+                    over = f"more than {max_files:,} files" if count > max_files else (
+                        f"more than {limit:,} bytes unpacked" + (f" ({ARCHIVE_MAX_RATIO} times its size and more)"
+                                                                  if limit < max_bytes else ""))
+                    raise InputError(f"{file} is refused: it holds {over}; a lift memory archive is one document "
+                                     "and its adapters")
                 name = member.name
                 if not member.isfile() or not _MEMBER.fullmatch(name) or ".." in name.split("/"):
                     raise InputError(

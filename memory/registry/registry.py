@@ -266,14 +266,16 @@ class Registry(Layout):
         return archives.write_archive(document, self.document_text(document.doc_id), Path(file))
 
     @_clear_errors
-    def import_archive(self, file: Path | str) -> DocumentEntry:
+    def import_archive(self, file: Path | str, max_bytes: int = archives.ARCHIVE_MAX_BYTES,
+                       max_files: int = archives.ARCHIVE_MAX_FILES) -> DocumentEntry:
         """Add a document exported by :meth:`export`: its text, row and adapters, all or nothing.
 
         Every file is checked against the checksums in the archive, and an archive whose member names would
-        write outside its own folders (absolute paths, ``..``, links, devices) is refused before anything is
+        write outside its own folders (absolute paths, ``..``, links, devices), or that holds more than ``max_files``
+        files or unpacks to more than ``max_bytes`` (or to many times its own size), is refused before anything is
         written into the memory.
         """
         with self.staging() as unpacked:
-            row, text, staged = archives.read_archive(Path(file), unpacked)
+            row, text, staged = archives.read_archive(Path(file), unpacked, max_bytes, max_files)
             commit.commit(self, row, text, staged)
         return self.resolve(row["doc_id"])
