@@ -37,7 +37,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
-from lift_tool.errors import IncompatibleAdapterError
+from lift_tool.errors import CorruptAdapterError, IncompatibleAdapterError
 
 from lift_tool.memory.registry import CONFIG_FILE, WEIGHTS_FILE, AdapterEntry, Registry
 
@@ -229,6 +229,7 @@ class AdapterPool:
         return self._load(entry)
 
     def _load(self, entry: AdapterEntry) -> _Resident:
+        import torch
         from peft import LoraConfig
         from safetensors.torch import load
 
@@ -245,7 +246,18 @@ class AdapterPool:
         try:
             # load(bytes) rather than load_file(): measured over 1,000 loads, load_file (safe_open) left the process
             # ~25 KiB bigger per call, load(bytes) nothing.
-            tensors = load(weights)
+            try:
+                tensors = load(weights)
+            except Exception as err:  # safetensors raises its own error types for malformed files
+                raise CorruptAdapterError(
+                    f"the adapter for '{entry.title}' has unreadable weights ({err}): run `lift verify --repair`, "
+                    "then absorb the document again"
+                ) from None
+            if not all(bool(torch.isfinite(t).all()) for t in tensors.values() if t.is_floating_point()):
+                raise CorruptAdapterError(
+                    f"the adapter for '{entry.title}' has NaN or infinite weights: run `lift verify --repair`, then "
+                    "absorb the document again"
+                )
             if set(tensors) != set(slot.params):
                 raise IncompatibleAdapterError(
                     f"the adapter for '{entry.title}' does not fit this model: its weight file holds other tensors "

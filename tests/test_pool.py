@@ -273,3 +273,34 @@ def test_a_rank_no_layer_can_use_is_refused_before_any_layer_is_built(tiny_loade
         with pool.activate(entry):
             pass
     assert pool.resident() == [] and not any("lora_" in name for name, _ in tiny_loaded.model.named_parameters())
+
+
+@pytest.mark.parametrize("damage", ["garbage", "nan", "inf"])
+def test_weights_that_are_not_numbers_are_caught_by_verify_and_refused_by_the_pool(tiny_loaded, registry, entries,
+                                                                                  damage):
+    """Weights replaced and their checksums recomputed: the files are "intact", the numbers are not. `ask` crashed
+    with a raw SafetensorError, NaN weights loaded, and `verify` called both intact."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from lift_tool.memory.registry.integrity import write_checksums
+
+    entry = entries["one"]
+    weights = entry.path / "adapter_model.safetensors"
+    if damage == "garbage":
+        weights.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{\"a\": 1}" + bytes(64))
+    else:
+        tensors = load_file(weights)
+        name = sorted(tensors)[0]
+        tensors[name][0, 0] = float("nan") if damage == "nan" else float("inf")
+        save_file(tensors, weights)
+    write_checksums(entry.path)
+    report = registry.verify()
+    assert list(report.damaged) == [entry.key], report.problems()
+    pool = AdapterPool(tiny_loaded.model, tiny_loaded.fingerprint, registry)
+    with pytest.raises(CorruptAdapterError, match="lift verify --repair"):
+        with pool.activate(entry):
+            pass
+    assert pool.resident() == []
+    assert registry.verify(repair=True).repaired and registry.verify().ok  # repair removes it; the others stay
+    assert len(registry.list_documents()) == len(entries)

@@ -1,6 +1,7 @@
 """Whether an adapter folder holds what it should: a loadable PEFT adapter, and files that match checksums.json.
 
-Only the standard library is imported at module level; ``safetensors`` is imported where a header is checked.
+Only the standard library is imported at module level; ``safetensors`` (and torch, to read the weights) are
+imported where they are used.
 """
 
 from __future__ import annotations
@@ -95,4 +96,22 @@ def checksum_problem(folder: Path, keep: dict[str, bytes] | None = None) -> str 
             actual = sha256_file(path)
         if actual != expected:
             return f"file {name} does not match its checksum"
+    return None
+
+
+def weights_problem(folder: Path) -> str | None:
+    """What is wrong with an adapter's weights as numbers, or None: they must parse as safetensors and be finite.
+    Checksums prove the files are the ones written, not that what was written can be used."""
+    import torch
+    from safetensors.torch import load
+
+    try:
+        tensors = load((folder / WEIGHTS_FILE).read_bytes())
+    except Exception as err:  # safetensors raises its own error types for malformed files
+        return f"its {WEIGHTS_FILE} is not readable safetensors ({err})"
+    if not tensors:
+        return f"its {WEIGHTS_FILE} holds no tensors"
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            return f"its weight {name} holds NaN or infinite values"
     return None

@@ -21,7 +21,7 @@ from lift_tool.files import pid_alive, sha256_file
 from lift_tool.memory.manifest import Manifest
 from lift_tool.memory.registry import index
 from lift_tool.memory.registry.entries import SHORT_ID, adapter_key
-from lift_tool.memory.registry.integrity import checksum_problem, folder_size
+from lift_tool.memory.registry.integrity import checksum_problem, folder_size, weights_problem
 from lift_tool.memory.registry.layout import Layout
 
 STALE_STAGING_S = 3600.0  # a staging folder untouched for this long is garbage, whoever owns it
@@ -82,7 +82,7 @@ def check(layout: Layout, hash_files: bool, repair: bool, prune: bool = False) -
                 report.missing_folders.append(key)
             elif hash_files:
                 report.checked += 1
-                problem = checksum_problem(folder)
+                problem = checksum_problem(folder) or weights_problem(folder)
                 if problem is not None:
                     report.damaged[key] = problem
         report.orphan_folders = sorted(p.name for p in layout.adapters_dir.iterdir() if p.name not in adapter_rows)
