@@ -149,21 +149,12 @@ def _repair(layout: Layout, report: VerifyReport, prune: bool, explained: dict[s
     for key in report.damaged:  # rows first (above), then files
         shutil.rmtree(layout.adapter_path(key), ignore_errors=True)
     for name in report.orphan_folders:
-        if isinstance(explained[name], Manifest):
-            continue  # rebuilt
-        if prune:
-            _remove_path(layout.adapters_dir / name)
-            report.repaired.append(f"removed adapters/{name} (no index row)")
-        else:
-            report.left.append(f"kept adapters/{name}: no index row, and it cannot be rebuilt ({explained[name]})")
+        if not isinstance(explained[name], Manifest):  # the rebuilt ones have their rows back
+            _prune_or_keep(report, layout.adapters_dir / name, prune,
+                           f"no index row, and it cannot be rebuilt ({explained[name]})")
     for name in report.orphan_texts:
-        if name in rebuilt_texts:
-            continue  # its document's row was rebuilt with its adapter
-        if prune:
-            _remove_path(layout.documents_dir / name)
-            report.repaired.append(f"removed documents/{name} (no index row)")
-        else:
-            report.left.append(f"kept documents/{name}: no index row and no adapter that names its document")
+        if name not in rebuilt_texts:
+            _prune_or_keep(report, layout.documents_dir / name, prune, "no index row and no adapter that names its document")
     for name in report.stale_staging:
         _remove_path(layout.staging_dir / name)
         report.repaired.append(f"removed staging/{name} (interrupted add)")
@@ -171,6 +162,16 @@ def _repair(layout: Layout, report: VerifyReport, prune: bool, explained: dict[s
         report.repaired.append(
             f"left {len(report.missing_texts)} document(s) without text as they are: add them again to restore it"
         )
+
+
+def _prune_or_keep(report: VerifyReport, path: Path, prune: bool, why_kept: str) -> None:
+    """Remove something repair cannot explain when asked to prune; else keep it and say why."""
+    shown = f"{path.parent.name}/{path.name}"
+    if prune:
+        _remove_path(path)
+        report.repaired.append(f"removed {shown} (no index row)")
+    else:
+        report.left.append(f"kept {shown}: {why_kept}")
 
 
 def _finish_forgets(layout: Layout, report: VerifyReport) -> None:
