@@ -273,8 +273,8 @@ class Answering:
             return self._answer_with_adapters(adapters, titles, generate, on_text), mode
         # lift+rag: the adapter's answer is kept only if the model was sure of it; an adapter that has not learnt
         # the answer (a document absorbed under a short budget, say) is set aside, and the passages in the prompt
-        # are read without it, as rag does (benchmarks/results/adapter_trust.md). So nothing streams until then,
-        # and the adapter's answer stops at its first unsure token: the rest would be thrown away.
+        # are read without it, as rag does (benchmarks/results/adapter_trust/smollm2-135m.md). So nothing streams
+        # until then, and the adapter's answer stops at its first unsure token: the rest would be thrown away.
         min_probability = lift.settings.retrieval.adapter_min_probability
         reply = self._answer_with_adapters(adapters, titles, generate, None, give_up_below=min_probability)
         if not keeps_adapter_answer(reply, min_probability):
@@ -296,7 +296,7 @@ class Answering:
             with pool.combine(adapters, how="cat") as model:
                 return generate(model, titles, on_text, state, give_up_below)
         # per-document: each adapter answers about its own document; documents that say they do not know are
-        # left out (benchmarks/results/multi_document.md: this beats combining the adapters). Each reply is
+        # left out (benchmarks/results/multi_document/smollm2-135m.md: this beats combining the adapters). Each reply is
         # written out in full (no giving up): a reply cut short could no longer be told to be such a refusal.
         replies = []
         for adapter, title in zip(adapters, titles):

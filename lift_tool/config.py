@@ -45,7 +45,7 @@ class TaskMix(BaseModel):
 
     A weight is how many passes over the kind's natural set one epoch holds (every segment once, every
     generated question once); fractions take a random part; 0 turns a kind off. The defaults were chosen by
-    measurement on the demo document within a 90-second CPU budget (benchmarks/results/recipe.md): closed-book
+    measurement on the demo document within a 90-second CPU budget (benchmarks/results/recipe/recipe.md): closed-book
     questions carry recall; a little of each long-context kind keeps the adapter able to use text in its prompt.
     """
 
@@ -94,16 +94,16 @@ class RetrievalSettings(BaseModel):
 
     k: int = Field(4, ge=1, le=50)  # chunks put in the prompt
     # How chunks are ranked: embeddings and keywords (BM25) fused ("hybrid"), or either alone. Hybrid puts the
-    # passage that answers in the prompt more often than embeddings alone: benchmarks/results/retrieval.md.
+    # passage that answers in the prompt more often than embeddings alone: benchmarks/results/retrieval/retrieval.md.
     search: Literal["hybrid", "dense", "keyword"] = "hybrid"
     chunk_tokens: int = Field(200, ge=16, le=254)  # word pieces of the embedding model (its limit is 256)
     chunk_overlap: int = Field(50, ge=0)
     # A question is about a stored document when its best chunk scores at least this (cosine similarity);
-    # measured in benchmarks/results/doc_choice.md.
+    # measured in benchmarks/results/doc_choice/doc_choice.md.
     document_threshold: float = Field(0.35, ge=-1, le=1)
     # lift+rag keeps the adapter's answer when the model gave each of its tokens at least this probability, and
     # otherwise answers from the passages without the adapter (as rag does); 0 keeps every adapter answer.
-    # Measured in benchmarks/results/adapter_trust.md.
+    # Measured in benchmarks/results/adapter_trust/smollm2-135m.md.
     adapter_min_probability: float = Field(0.5, ge=0, le=1)
 
 

@@ -63,7 +63,7 @@ def cpu_has_bf16_kernels() -> bool:
 def pick_dtype(device: str, requested: str = "auto") -> "torch.dtype":
     """CUDA: bf16 where supported (else fp16). CPU: bf16 where the CPU has bf16 instructions (AVX512_BF16 or AMX
     on x86, BF16 on Arm; see :func:`cpu_has_bf16_kernels`), else fp32. There bf16 reads prompts about 3x as fast
-    (benchmarks/results/dtype.md). Set ``dtype`` (LIFT_DTYPE) to float32 to keep full precision."""
+    (benchmarks/results/dtype/dtype.md). Set ``dtype`` (LIFT_DTYPE) to float32 to keep full precision."""
     import torch
 
     if requested != "auto":

@@ -33,13 +33,13 @@ def generate_qa(document: "Document", settings: "Settings", qa_generator=None) -
 def settings_for_model(loaded: "LoadedModel", settings: "Settings") -> "Settings":
     """The settings with what they leave to the model's size filled in, as measured:
 
-    - learning rate: 4e-3 suits SmolLM2-135M (benchmarks/results/recipe.md); on Qwen2.5-0.5B it made the loss
+    - learning rate: 4e-3 suits SmolLM2-135M (benchmarks/results/recipe/recipe.md); on Qwen2.5-0.5B it made the loss
       diverge, where 1e-3 trained steadily;
     - adapted layers: on SmolLM2-135M the upper half learns nearly as much as every layer in about half the time;
       on Qwen2.5-0.5B every layer scored F1 21.6 against 12.9 for the upper half, for 1.4x the time, and neither
       a second epoch nor a 2e-3 rate on every layer did better (recipe-qwen2.5-coder-0.5b.md);
     - repeated answers: on SmolLM2-135M, leaving out questions beyond 2% per answer kept lift+rag from answering
-      the subject's name to anything (benchmarks/results/answer-share/README.md); the 0.5B model keeps every
+      the subject's name to anything (docs/recipe.md); the 0.5B model keeps every
       question, the recipe its reports were measured with, until it is measured there too.
     """
     small = sum(parameter.numel() for parameter in loaded.model.parameters()) < SMALL_MODEL_PARAMETERS

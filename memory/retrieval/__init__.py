@@ -6,7 +6,7 @@ tells which stored document a question is about (:meth:`RetrievalStore.choose_do
 Search is hybrid by default: the chunks nearest the question in embedding space and the chunks that share its
 rarer words (BM25) are merged by reciprocal rank fusion. The small embedding model often ranks the passage that
 shares the question's names and dates below passages that are only about the same topic; keywords find it
-(benchmarks/results/retrieval.md).
+(benchmarks/results/retrieval/retrieval.md).
 
 One idea per module: ``chunking`` (documents into chunks), ``embedder`` (the offline all-MiniLM-L6-v2),
 ``bm25`` (keyword ranking), ``fusion`` (reciprocal rank fusion), ``batching``, ``chroma`` (the per-process

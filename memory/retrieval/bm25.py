@@ -1,7 +1,7 @@
 """Keyword search: texts ranked by the question's rarer words (Okapi BM25).
 
 The small embedding model often ranks the passage that shares the question's names and dates below passages
-that are only about the same topic; shared words find it (benchmarks/results/retrieval.md).
+that are only about the same topic; shared words find it (benchmarks/results/retrieval/retrieval.md).
 """
 
 from __future__ import annotations

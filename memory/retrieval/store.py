@@ -29,7 +29,7 @@ from lift_tool.memory.retrieval.fusion import fuse_rankings
 COLLECTION = "lift_chunks"
 # choose_documents: a document matches when its best chunk is at least this similar to the question, and
 # when it is within the margin of the best document. Measured by benchmarks/bench_doc_choice.py (report in
-# benchmarks/results/doc_choice.md): on 6 real documents 0.35 is the lowest threshold that gives none of 22
+# benchmarks/results/doc_choice/doc_choice.md): on 6 real documents 0.35 is the lowest threshold that gives none of 22
 # general-knowledge questions a document, and keeps 90% of the 767 questions written for the documents (96%
 # pick the right one at any threshold). A margin of 0.05 returns a second document for 8% of the questions on
 # long documents and lifts "the right one is returned" from 93.5% to 97.6% there; wider margins add no more.
