@@ -141,8 +141,11 @@ class Lift:
         """Register a document without training: stored, and indexed for retrieval."""
         document = self.read(source, title)
         tokens = self.count_tokens(document.text)
+        # The row first: a process killed in between leaves a document without chunks, which verify finds and
+        # repair indexes, never chunks of a document the registry does not know.
+        entry = self.registry.add_document(document.doc_id, document.title, document.text, tokens, route=route)
         self.store.add_document(document.doc_id, document.title, document.text)
-        return self.registry.add_document(document.doc_id, document.title, document.text, tokens, route=route)
+        return entry
 
     def absorb(
         self,
@@ -227,9 +230,26 @@ class Lift:
     # ------------------------------------------------------------------------------ care and transport
 
     def verify(self, repair: bool = False, prune: bool = False) -> "VerifyReport":
-        """Check every adapter against its checksums and the index against the folders. ``repair`` rebuilds what
-        the folders explain and removes what is damaged; ``prune`` also removes what it cannot explain."""
-        return self.registry.verify(repair=repair, prune=prune)
+        """Check every adapter against its checksums, the index against the folders, and the retrieval store
+        against the index. ``repair`` rebuilds what the folders explain, indexes documents that have no chunks,
+        removes the chunks of documents the index no longer knows and what is damaged; ``prune`` also removes what
+        it cannot explain."""
+        from lift_tool.memory.registry import SHORT_ID
+
+        report = self.registry.verify(repair=repair, prune=prune)
+        known = {entry.doc_id for entry in self.registry.list_documents()}
+        indexed = set(self.store.document_ids())
+        report.unindexed = sorted(doc_id for doc_id in known - indexed if doc_id not in report.missing_texts)
+        report.stale_chunks = sorted(indexed - known)
+        if repair:
+            for doc_id in report.stale_chunks:  # a forget that ended before the store: finish it
+                self.store.remove_document(doc_id)
+                report.repaired.append(f"removed the retrieval chunks of document {doc_id[:SHORT_ID]}, which is forgotten")
+            for doc_id in report.unindexed:
+                entry = self.registry.resolve(doc_id)
+                self.store.add_document(doc_id, entry.title, self.registry.document_text(doc_id))
+                report.repaired.append(f"indexed document {entry.short_id} ({entry.title}) for retrieval again")
+        return report
 
     def export(self, ref: str, file: "Path | str") -> Path:
         """Write one document's memory (text, adapters, manifests) to a tar.gz archive; its path."""

@@ -163,3 +163,37 @@ def test_a_question_over_the_token_limit_is_refused_at_once(tiny_settings):
         with pytest.raises(InputError, match="LIFT_MAX_QUESTION_TOKENS"):
             lift.chat([{"role": "user", "content": question}])
     assert lift.ask("why " * 10, mode="base").text is not None  # a short one is answered
+
+
+def test_verify_finds_and_repair_removes_the_chunks_of_a_document_forgotten_half_way(tiny_settings):
+    """A forget killed between the registry and the retrieval store left the document's full text in the store,
+    where `verify` did not see it and `forget` could no longer reach it."""
+    lift = Lift(tiny_settings)
+    kept = lift.index("The lighthouse on Gull Rock is painted red and white.", title="Lighthouse")
+    gone = lift.index("The ferry to Quillon leaves at nine every morning.", title="Ferry")
+    lift.registry.remove(gone.doc_id)  # the process dies here, before the store is told
+    found = lift.verify()
+    assert found.stale_chunks == [gone.doc_id] and not found.ok
+    assert any("which the index does not know" in line for line in found.problems())
+    repaired = lift.verify(repair=True)
+    assert any("removed the retrieval chunks" in line for line in repaired.repaired)
+    assert lift.store.document_ids() == [kept.doc_id] and lift.verify().ok
+
+
+@pytest.mark.parametrize("loss", ["chunks of one document", "the whole store folder"])
+def test_repair_indexes_again_a_document_that_lost_its_chunks(tiny_settings, loss):
+    """A document with no chunks (killed while indexing, or the store's folder deleted) was never chosen and lost
+    its passages silently."""
+    import shutil
+
+    lift = Lift(tiny_settings)
+    entry = lift.index("The lighthouse on Gull Rock is painted red and white.", title="Lighthouse")
+    if loss == "chunks of one document":
+        lift.store.remove_document(entry.doc_id)
+    else:
+        shutil.rmtree(tiny_settings.home / "chroma")
+    found = lift.verify()
+    assert found.unindexed == [entry.doc_id] and not found.ok
+    lift.verify(repair=True)
+    assert lift.store.document_ids() == [entry.doc_id] and lift.verify().ok
+    assert lift.ask("What colour is the lighthouse?", [entry.doc_id], mode="rag").chunks  # passages again

@@ -39,6 +39,9 @@ class VerifyReport:
     orphan_texts: list[str] = field(default_factory=list)  # text files that no document row mentions
     stale_staging: list[str] = field(default_factory=list)  # leftovers of interrupted adds
     unfinished_forgets: list[str] = field(default_factory=list)  # documents whose forget was interrupted
+    # Filled by whoever also checks the retrieval store against the index (``Lift.verify``):
+    unindexed: list[str] = field(default_factory=list)  # known documents with no chunks in the store
+    stale_chunks: list[str] = field(default_factory=list)  # documents with chunks that the index does not know
     repaired: list[str] = field(default_factory=list)  # one line per action taken
     left: list[str] = field(default_factory=list)  # what repair kept because it could not explain it (see prune)
 
@@ -53,6 +56,8 @@ class VerifyReport:
             or self.orphan_texts
             or self.stale_staging
             or self.unfinished_forgets
+            or self.unindexed
+            or self.stale_chunks
         )
 
     def problems(self) -> list[str]:
@@ -64,6 +69,9 @@ class VerifyReport:
         lines += [f"documents/{name}: a text file that no index row mentions" for name in self.orphan_texts]
         lines += [f"staging/{name}: left over from an interrupted add" for name in self.stale_staging]
         lines += [f"document {doc_id[:SHORT_ID]}: its forget was interrupted" for doc_id in self.unfinished_forgets]
+        lines += [f"document {doc_id[:SHORT_ID]}: not indexed for retrieval" for doc_id in self.unindexed]
+        lines += [f"retrieval chunks of document {doc_id[:SHORT_ID]}, which the index does not know"
+                  for doc_id in self.stale_chunks]
         return lines
 
 
