@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("list", help="list the documents in memory")
     forget = commands.add_parser("forget", help="remove a document, its adapters and its index")
     forget.add_argument("doc")
-    verify = commands.add_parser("verify", help="check every adapter against its checksums")
+    verify = commands.add_parser("verify", help="check the adapters, the index and the retrieval store")
     verify.add_argument("--repair", action="store_true",
                         help="rebuild the index from the adapter folders where they explain themselves; remove damaged "
                              "adapters and interrupted writes")
