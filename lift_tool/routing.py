@@ -187,7 +187,11 @@ def read_source(lift: "Lift", source, title: str | None = None) -> "Document":
         candidate = source.strip()
         looks_like_path = (candidate.startswith(("/", "./", "../", "~"))
                            or candidate.lower().endswith(tuple(DOCUMENT_SUFFIXES)))
-        if looks_like_path and not Path(candidate).expanduser().exists():
+        try:
+            missing = looks_like_path and not Path(candidate).expanduser().exists()
+        except OSError:  # a name the filesystem cannot hold (over 255 bytes, say) is text, as Lift.read takes it
+            missing = False
+        if missing:
             raise InputError(f"file not found: {candidate} (to store a text instead, pass the text itself)")
     return lift.read(source, title)
 

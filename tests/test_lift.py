@@ -150,9 +150,13 @@ def test_a_long_document_is_cut_the_same_way_for_every_question(lift):
 def test_a_one_line_text_longer_than_a_file_name_is_read_as_text(tiny_settings, length):
     """A paragraph passed as text (by an agent, or as a `lift eval` context) is never taken for a path, however
     long: a name over 255 bytes made the check for a file raise `OSError: File name too long`."""
+    from lift_tool.routing import read_source
+
     text = ("The lighthouse on Gull Rock is painted red and white. " * 80)[:length].strip()
-    document = Lift(tiny_settings).read(text)
-    assert document.text == text
+    lift = Lift(tiny_settings)
+    assert lift.read(text).text == text
+    # The router reads its source through read_source, which also asks whether a path-like string exists.
+    assert read_source(lift, text + " See notes.md").text == text + " See notes.md"
 
 
 def test_a_question_over_the_token_limit_is_refused_at_once(tiny_settings):
