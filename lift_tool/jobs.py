@@ -75,9 +75,9 @@ class AbsorptionJob:
                 "pid": os.getpid(), "started": self.started, "updated": time.time()}
 
     def write_status(self) -> None:
-        folder = self.home / JOBS_DIR
-        folder.mkdir(parents=True, exist_ok=True)
-        write_json(folder / f"{self.doc_id}.json", self.status_record(), indent=None)
+        path = status_path(self.home, self.doc_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json(path, self.status_record(), indent=None)
 
     def start(self, absorb: "Callable[[Callable[[StepReport], None]], AbsorbResult]") -> None:
         """Run ``absorb(on_step)`` in a thread; ``on_step`` stops the training once the job is cancelled."""
@@ -136,7 +136,7 @@ class BackgroundJobs:
             job.wait()  # outside any lock the job needs to finish
 
     def remove_status(self, doc_id: str) -> None:
-        (self.home / JOBS_DIR / f"{doc_id}.json").unlink(missing_ok=True)
+        status_path(self.home, doc_id).unlink(missing_ok=True)
 
     def status(self, entry: "DocumentEntry") -> AbsorptionStatus:
         """Where the absorption of ``entry`` stands: "absorbed", "running", "failed", "cancelled", "interrupted"
@@ -156,9 +156,14 @@ class BackgroundJobs:
         return AbsorptionStatus(entry.doc_id, entry.title, record["state"], record.get("error"), entry.route)
 
 
+def status_path(home: Path, doc_id: str) -> Path:
+    """Where the status of a document's background absorption is kept."""
+    return Path(home) / JOBS_DIR / f"{doc_id}.json"
+
+
 def read_status(home: Path, doc_id: str) -> dict | None:
     """The status file of a document's background absorption, if there is a valid one."""
-    record = read_json(Path(home) / JOBS_DIR / f"{doc_id}.json")
+    record = read_json(status_path(home, doc_id))
     return record if isinstance(record, dict) and record.get("state") in JOB_STATES else None
 
 

@@ -237,16 +237,16 @@ class Lift:
         from lift_tool.memory.registry import SHORT_ID
 
         report = self.registry.verify(repair=repair, prune=prune)
-        known = {entry.doc_id for entry in self.registry.list_documents()}
+        known = {entry.doc_id: entry for entry in self.registry.list_documents()}
         indexed = set(self.store.document_ids())
-        report.unindexed = sorted(doc_id for doc_id in known - indexed if doc_id not in report.missing_texts)
-        report.stale_chunks = sorted(indexed - known)
+        report.unindexed = sorted(doc_id for doc_id in known.keys() - indexed if doc_id not in report.missing_texts)
+        report.stale_chunks = sorted(indexed - known.keys())
         if repair:
             for doc_id in report.stale_chunks:  # a forget that ended before the store: finish it
                 self.store.remove_document(doc_id)
                 report.repaired.append(f"removed the retrieval chunks of document {doc_id[:SHORT_ID]}, which is forgotten")
             for doc_id in report.unindexed:
-                entry = self.registry.resolve(doc_id)
+                entry = known[doc_id]
                 self.store.add_document(doc_id, entry.title, self.registry.document_text(doc_id))
                 report.repaired.append(f"indexed document {entry.short_id} ({entry.title}) for retrieval again")
         return report
