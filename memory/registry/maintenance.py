@@ -101,7 +101,7 @@ def check(layout: Layout, hash_files: bool, repair: bool, prune: bool = False) -
         report.stale_staging = sorted(p.name for p in layout.staging_dir.iterdir() if is_stale(p))
         report.unfinished_forgets = sorted(p.name for p in layout.forgetting_dir.iterdir())
         if repair:
-            _repair(layout, report, prune, _rebuild(layout, report))
+            _repair(layout, report, prune, _rebuild(layout, report), doc_ids)
     return report
 
 
@@ -145,9 +145,10 @@ def _rebuild(layout: Layout, report: VerifyReport) -> dict[str, Manifest | str]:
     return explained
 
 
-def _repair(layout: Layout, report: VerifyReport, prune: bool, explained: dict[str, Manifest | str]) -> None:
+def _repair(layout: Layout, report: VerifyReport, prune: bool, explained: dict[str, Manifest | str],
+            doc_ids: set[str]) -> None:
     rebuilt_texts = {f"{found.doc_id}.txt" for found in explained.values() if isinstance(found, Manifest)}
-    _finish_forgets(layout, report)
+    _finish_forgets(layout, report, doc_ids)
     dropped = report.missing_folders + list(report.damaged)
     if dropped:
         with layout.connect() as conn, index.transaction(conn):
@@ -182,13 +183,12 @@ def _prune_or_keep(report: VerifyReport, path: Path, prune: bool, why_kept: str)
         report.left.append(f"kept {shown}: {why_kept}")
 
 
-def _finish_forgets(layout: Layout, report: VerifyReport) -> None:
-    """Finish each interrupted forget whose rows are gone: its adapter folders and its text go too. A mark whose
-    document still has its row is a forget that never began: the mark goes, the document stays."""
-    with layout.connect() as conn:
-        known = index.document_ids(conn)
+def _finish_forgets(layout: Layout, report: VerifyReport, doc_ids: set[str]) -> None:
+    """Finish each interrupted forget whose rows are gone (``doc_ids``: the documents with a row, read under the
+    same lock; repair never rebuilds a document being forgotten): its adapter folders and its text go too. A mark
+    whose document still has its row is a forget that never began: the mark goes, the document stays."""
     for doc_id in report.unfinished_forgets:
-        if doc_id not in known:
+        if doc_id not in doc_ids:
             for name in list(report.orphan_folders):
                 try:
                     owner = Manifest.read(layout.adapters_dir / name).doc_id
