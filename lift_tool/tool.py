@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from langchain_core.tools import BaseTool, BaseToolkit, ToolException
@@ -218,14 +219,14 @@ class AbsorbDocument(_LiftTool):
 
     def _act(self, text: str | None = None, path: str | None = None, title: str | None = None,
              route: str = "auto") -> str:
-        from lift_tool.documents import make_document, read_document
+        from lift_tool.documents import make_document
         from lift_tool.routing import plan_route, store_routed
 
         if (text is None) == (path is None):
             raise ToolException(f"Error: {self.name} needs exactly one of `text` or `path`. Call it again with {self.usage}.")
         lift = self.memory()
-        document = (make_document(text, title=title) if text is not None
-                    else read_document(path, title=title, max_bytes=lift.settings.max_document_bytes))
+        # A path is always a path here (Lift.read reads it, with the size limit); a text is always text.
+        document = make_document(text, title=title) if text is not None else lift.read(Path(path), title)
         override = None if route == "auto" else route
         decision = plan_route(lift, document, override, self.budget_seconds, self.measure_throughput)
         routed = store_routed(lift, document, decision, background=self.background)
