@@ -46,6 +46,8 @@ class Answer:
     chunks: list["RetrievedChunk"] = field(default_factory=list)  # the retrieved context, for citations
     seconds: float = 0.0
     least_token_probability: float = 1.0  # how sure the model was of the least sure token of ``text``
+    input_tokens: int = 0  # tokens the model read, over every generation the answer took (usage, as LangChain counts it)
+    output_tokens: int = 0  # tokens it wrote, over every generation
 
     def sources(self) -> dict[str, list[dict[str, Any]]]:
         """What the answer cites, as plain (JSON-ready) data, for each face to show in its own way:
@@ -176,7 +178,8 @@ class Answering:
         return self._answer(QuestionPrompt(question, context), entries, mode, max_new_tokens, on_text, started)
 
     def chat(self, conversation: list[dict[str, str]], documents: "list[str] | str | None" = None, mode: str = "auto",
-             max_new_tokens: int | None = None, on_text: Callable[[str], None] | None = None) -> Answer:
+             max_new_tokens: int | None = None, on_text: Callable[[str], None] | None = None,
+             stop: list[str] | None = None, temperature: float | None = None) -> Answer:
         """See :meth:`Lift.chat`."""
         check_mode(mode)
         prompt = ConversationPrompt(conversation)
@@ -185,7 +188,7 @@ class Answering:
         entries = self._documents(prompt.question, documents)
         if not entries:  # a conversation may be about anything: the base model answers
             mode = "base"
-        return self._answer(prompt, entries, mode, max_new_tokens, on_text, started)
+        return self._answer(prompt, entries, mode, max_new_tokens, on_text, started, stop, temperature)
 
     def _check_length(self, question: str) -> None:
         """Refuse a question over ``settings.max_question_tokens`` before anything reads it: a megabyte of question
@@ -207,8 +210,10 @@ class Answering:
         return self.lift.choose_documents(question)
 
     def _answer(self, prompt: "QuestionPrompt | ConversationPrompt", entries: list["DocumentEntry"], mode: str,
-                max_new_tokens: int | None, on_text: Callable[[str], None] | None, started: float) -> Answer:
+                max_new_tokens: int | None, on_text: Callable[[str], None] | None, started: float,
+                stop: list[str] | None = None, temperature: float | None = None) -> Answer:
         lift = self.lift
+        usage = [0, 0]  # tokens read and written, over every generation of this answer
         with lift.lock:
             tokenizer = lift.loaded.tokenizer
             if mode == "auto":
@@ -233,12 +238,16 @@ class Answering:
             def generate(model, for_titles: list[str], stream, state: str, give_up_below: float = 0.0) -> Reply:
                 # The prefix cache holds one prompt about these documents: not one about one document of several.
                 cache = self.prefix_cache if prompt.caches_prefix and for_titles == titles else None
-                return generate_reply(model, tokenizer, prompt.messages(for_titles), max_new_tokens, stream,
-                                      prefix_cache=cache, state=state, give_up_below=give_up_below)
+                reply = generate_reply(model, tokenizer, prompt.messages(for_titles), max_new_tokens, stream,
+                                       prefix_cache=cache, state=state, give_up_below=give_up_below, stop=stop,
+                                       temperature=temperature)
+                usage[0] += reply.prompt_tokens
+                usage[1] += reply.output_tokens
+                return reply
 
             reply, mode = self._reply(mode, entries, titles, generate, on_text)
         return Answer(reply.text, mode, [(e.doc_id, e.title) for e in entries], chunks, time.monotonic() - started,
-                      reply.least_token_probability)
+                      reply.least_token_probability, input_tokens=usage[0], output_tokens=usage[1])
 
     def _retrieve(self, question: str, entries: list["DocumentEntry"]) -> list["RetrievedChunk"]:
         retrieval = self.lift.settings.retrieval

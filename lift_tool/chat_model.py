@@ -13,12 +13,15 @@ one where none is available).
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import queue
 import threading
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Iterator, Sequence
 
-from langchain_core.language_models.chat_models import BaseChatModel
+from langchain_core.language_models.chat_models import BaseChatModel, LangSmithParams
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, ToolMessage
+from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from pydantic import Field
 
@@ -61,14 +64,22 @@ class LiftChatModel(BaseChatModel):
 
     ``documents``: ids, id prefixes or titles to answer from; None chooses per message by retrieval (and the
     plain base model answers when no stored document is about it). ``mode``: as in ``Lift.ask`` (``auto``,
-    ``lift``, ``rag``, ``lift+rag``, ``context``, ``base``). Streaming is supported; tool calling is not (see
-    the module's docstring).
+    ``lift``, ``rag``, ``lift+rag``, ``context``, ``base``). The standard parameters: ``max_tokens`` (longest
+    reply; default the memory's ``max_new_tokens``), ``temperature`` (0 or None: greedy, the default), ``stop``
+    (strings that end the reply: generation stops there). Replies carry ``usage_metadata`` (tokens read and
+    written, over every generation the reply took) and the model's name in ``response_metadata``. Streaming is
+    supported, sync and async; tool calling is not (see the module's docstring).
     """
 
     lift: Any = Field(default=None, exclude=True)  # a Lift; None: the shared one for the environment's settings
     documents: list[str] | None = None
     mode: str = "auto"
-    max_new_tokens: int | None = None
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_new_tokens: int | None = Field(default=None, ge=1)  # the older name of max_tokens
+    temperature: float | None = Field(default=None, ge=0)
+    stop: list[str] | None = None
+    streaming: bool = False  # invoke streams (through callbacks) as stream does
+    model_name: str | None = None  # the name in traces and metadata; default: the memory's model
 
     @property
     def _llm_type(self) -> str:
@@ -76,7 +87,36 @@ class LiftChatModel(BaseChatModel):
 
     @property
     def _identifying_params(self) -> dict[str, Any]:
-        return {"documents": self.documents, "mode": self.mode, "max_new_tokens": self.max_new_tokens}
+        return {"model_name": self._model_label(), "documents": self.documents, "mode": self.mode,
+                "max_tokens": self._max_tokens(), "temperature": self.temperature, "stop": self.stop}
+
+    def _model_label(self) -> str:
+        """The model's name, without loading it: the one given, else the name of the memory's model spec."""
+        if self.model_name:
+            return self.model_name
+        from lift_tool.models.delivery import display_name
+
+        if self.lift is not None:
+            return display_name(self.lift.settings.model)
+        from lift_tool.config import load_settings
+
+        return display_name(load_settings().model)
+
+    def _max_tokens(self, kwargs: dict[str, Any] | None = None) -> int | None:
+        given = (kwargs or {}).get("max_tokens")
+        return given if isinstance(given, int) else (self.max_tokens or self.max_new_tokens)
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        params = LangSmithParams(ls_provider="lift", ls_model_type="chat")
+        params["ls_model_name"] = kwargs["model"] if isinstance(kwargs.get("model"), str) else self._model_label()
+        temperature = kwargs.get("temperature", self.temperature)
+        if isinstance(temperature, (int, float)):
+            params["ls_temperature"] = temperature
+        if (max_tokens := self._max_tokens(kwargs)) is not None:
+            params["ls_max_tokens"] = max_tokens
+        if stop or self.stop:
+            params["ls_stop"] = stop or self.stop
+        return params
 
     def memory(self) -> "Lift":
         if self.lift is None:
@@ -92,59 +132,116 @@ class LiftChatModel(BaseChatModel):
             "tools in code."
         )
 
-    def _answer(self, messages: list[BaseMessage], on_text: Callable[[str], None] | None = None) -> "Answer":
-        return self.memory().chat(to_conversation(messages), self.documents, self.mode, self.max_new_tokens, on_text)
+    def _answer(self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any],
+                on_text: Callable[[str], None] | None = None) -> "Answer":
+        temperature = kwargs.get("temperature", self.temperature)
+        return self.memory().chat(to_conversation(messages), self.documents, self.mode, self._max_tokens(kwargs),
+                                  on_text, stop=stop or self.stop, temperature=temperature)
 
-    @staticmethod
-    def _metadata(answer: "Answer") -> dict[str, Any]:
+    def _metadata(self, answer: "Answer") -> dict[str, Any]:
         sources = answer.sources()
         return {
+            "model_name": self._model_label(),
             "mode": answer.mode,
             "documents": [{"doc_id": d["doc_id"], "title": d["title"]} for d in sources["documents"]],
             "passages": [{k: p[k] for k in ("doc_id", "index", "score")} for p in sources["passages"]],
         }
 
-    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None, run_manager: Any = None,
-                  **kwargs: Any) -> ChatResult:
-        answer = self._answer(messages)
-        text = answer.text
-        for marker in stop or ():
-            text = text.split(marker, 1)[0]
-        message = AIMessage(content=text, response_metadata=self._metadata(answer))
+    @staticmethod
+    def _usage(answer: "Answer") -> UsageMetadata:
+        return UsageMetadata(input_tokens=answer.input_tokens, output_tokens=answer.output_tokens,
+                             total_tokens=answer.input_tokens + answer.output_tokens)
+
+    def _result(self, answer: "Answer") -> ChatResult:
+        message = AIMessage(content=answer.text, response_metadata=self._metadata(answer),
+                            usage_metadata=self._usage(answer))
         return ChatResult(generations=[ChatGeneration(message=message)])
 
-    def _stream(self, messages: list[BaseMessage], stop: list[str] | None = None, run_manager: Any = None,
-                **kwargs: Any) -> Iterator[ChatGenerationChunk]:
-        # Generation runs in a thread that hands each new piece of text over a queue, as it is decoded.
-        pieces: queue.Queue = queue.Queue()
-        outcome: dict[str, Any] = {}
+    def _last_chunk(self, answer: "Answer") -> ChatGenerationChunk:
+        return ChatGenerationChunk(message=AIMessageChunk(
+            content="", response_metadata=self._metadata(answer), usage_metadata=self._usage(answer),
+            chunk_position="last"))
+
+    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None, run_manager: Any = None,
+                  **kwargs: Any) -> ChatResult:
+        return self._result(self._answer(messages, stop, kwargs))
+
+    async def _agenerate(self, messages: list[BaseMessage], stop: list[str] | None = None, run_manager: Any = None,
+                         **kwargs: Any) -> ChatResult:
+        # The model serves one generation at a time: a thread keeps the event loop free meanwhile (and carries
+        # the caller's context, so that tracing sees this run as the parent of what the memory does).
+        return self._result(await asyncio.to_thread(self._answer, messages, stop, kwargs))
+
+    def _start(self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any],
+               hand_over: Callable[[Any], None]) -> threading.Thread:
+        """Generation in a thread that hands over each new piece of text as it is decoded, then ``("end",
+        answer)`` or ``("error", exception)``."""
 
         def work() -> None:
             try:
-                outcome["answer"] = self._answer(messages, on_text=pieces.put)
+                answer = self._answer(messages, stop, kwargs, on_text=hand_over)
             except BaseException as err:  # noqa: BLE001 - raised again in the caller's thread
-                outcome["error"] = err
-            finally:
-                pieces.put(None)
+                hand_over(("error", err))
+            else:
+                hand_over(("end", answer))
 
-        worker = threading.Thread(target=work, name="lift-chat-stream", daemon=True)
+        context = contextvars.copy_context()
+        worker = threading.Thread(target=context.run, args=(work,), name="lift-chat-stream", daemon=True)
         worker.start()
-        held, started = "", False  # whitespace held back: the reply is stripped, as invoke's is
-        while (piece := pieces.get()) is not None:
-            text = held + piece if started else (held + piece).lstrip()
-            piece = text.rstrip()
-            held = text[len(piece):]
-            if not piece:
-                continue
-            started = True
-            chunk = ChatGenerationChunk(message=AIMessageChunk(content=piece))
-            if run_manager is not None:
-                run_manager.on_llm_new_token(piece, chunk=chunk)
-            yield chunk
+        return worker
+
+    def _stream(self, messages: list[BaseMessage], stop: list[str] | None = None, run_manager: Any = None,
+                **kwargs: Any) -> Iterator[ChatGenerationChunk]:
+        pieces: queue.Queue = queue.Queue()
+        worker = self._start(messages, stop, kwargs, pieces.put)
+        trimmer = _Trimmer()
+        while isinstance(piece := pieces.get(), str):
+            if text := trimmer.feed(piece):
+                chunk = ChatGenerationChunk(message=AIMessageChunk(content=text))
+                if run_manager is not None:
+                    run_manager.on_llm_new_token(text, chunk=chunk)
+                yield chunk
         worker.join()
-        if "error" in outcome:
-            raise outcome["error"]
-        yield ChatGenerationChunk(message=AIMessageChunk(content="", response_metadata=self._metadata(outcome["answer"])))
+        kind, value = piece
+        if kind == "error":
+            raise value
+        yield self._last_chunk(value)
+
+    async def _astream(self, messages: list[BaseMessage], stop: list[str] | None = None, run_manager: Any = None,
+                       **kwargs: Any) -> AsyncIterator[ChatGenerationChunk]:
+        # The same thread as _stream, its pieces handed to the event loop; new tokens go to the async callback
+        # manager itself (its async handlers included), not to a sync copy of it.
+        loop = asyncio.get_running_loop()
+        pieces: asyncio.Queue = asyncio.Queue()
+        self._start(messages, stop, kwargs, lambda piece: loop.call_soon_threadsafe(pieces.put_nowait, piece))
+        trimmer = _Trimmer()
+        while isinstance(piece := await pieces.get(), str):
+            if text := trimmer.feed(piece):
+                chunk = ChatGenerationChunk(message=AIMessageChunk(content=text))
+                if run_manager is not None:
+                    await run_manager.on_llm_new_token(text, chunk=chunk)
+                yield chunk
+        kind, value = piece
+        if kind == "error":
+            raise value
+        yield self._last_chunk(value)
+
+
+class _Trimmer:
+    """Streamed pieces with the reply's outer whitespace left out, as invoke's reply is stripped: leading
+    whitespace is dropped and trailing whitespace held back until more text follows it."""
+
+    def __init__(self) -> None:
+        self.held = ""
+        self.started = False
+
+    def feed(self, piece: str) -> str:
+        text = self.held + piece if self.started else (self.held + piece).lstrip()
+        shown = text.rstrip()
+        self.held = text[len(shown):]
+        if shown:
+            self.started = True
+        return shown
 
 
 __all__ = ["LiftChatModel", "ToolCallingNotSupported", "to_conversation"]

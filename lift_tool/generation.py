@@ -62,6 +62,8 @@ class Reply:
     # The lowest probability the model gave to a token of the text as it chose it (1.0 for an empty text): how sure
     # it was of its least sure word. lift+rag sets aside an adapter's answer that is not sure enough.
     least_token_probability: float = 1.0
+    prompt_tokens: int = 0  # tokens the model read (the whole prompt, a cached prefix included)
+    output_tokens: int = 0  # tokens it wrote (a stop sequence's tokens included, the end-of-turn token not)
 
 
 def generate_reply(
@@ -73,14 +75,19 @@ def generate_reply(
     prefix_cache: PrefixCache | None = None,
     state: str = "base",
     give_up_below: float = 0.0,
+    stop: list[str] | None = None,
+    temperature: float | None = None,
 ) -> Reply:
-    """Greedy decoding of the assistant's reply to ``conversation``, with how sure the model was of it.
+    """The assistant's reply to ``conversation`` (greedy unless ``temperature`` > 0), with how sure the model was.
 
     With a ``prefix_cache``, a prompt with context is split before its question: the part before is read once
     and reused for later questions about the same context with the same model ``state``.
     ``give_up_below``: stop as soon as the model gives a token less than this probability, for a caller that sets
     such a reply aside anyway (lift+rag). The reply then ends at that token, its ``least_token_probability`` below
     the threshold.
+    ``stop``: strings that end the reply: generation stops at the step that writes one, and the reply ends before
+    it (nothing of it is streamed either).
+    ``temperature``: above 0, tokens are sampled at this temperature instead of chosen greedily.
     """
     import torch
     from transformers import StoppingCriteriaList
@@ -94,32 +101,54 @@ def generate_reply(
         # Only when the prompt's tokens start with exactly the prefix's tokens (no merge across the cut).
         if inputs["input_ids"][0, : len(prefix_ids)].tolist() == prefix_ids and len(prefix_ids) < inputs["input_ids"].shape[1]:
             past = prefix_cache.lookup(model, state, prefix_ids)
-    streamer = _CallbackStreamer(tokenizer, on_text) if on_text else None
+    stops = [marker for marker in stop or () if marker]
+    streamer = _CallbackStreamer(tokenizer, on_text, stops) if on_text else None
     stop_ids = _stop_ids(tokenizer)
-    give_up = StoppingCriteriaList([_UnsureToken(give_up_below)]) if give_up_below > 0 else None
+    prompt_length = inputs["input_ids"].shape[1]
+    criteria = ([_UnsureToken(give_up_below)] if give_up_below > 0 else []) + (
+        [_StopStrings(tokenizer, prompt_length, stops)] if stops else [])
+    sample = temperature is not None and temperature > 0
     with torch.inference_mode():
         output = model.generate(
             **inputs,
             **{_cache_keyword(): past},
             max_new_tokens=max_new_tokens,
-            do_sample=False,
-            temperature=None,
+            do_sample=sample,
+            temperature=temperature if sample else None,
             top_p=None,
             top_k=None,
             pad_token_id=tokenizer.pad_token_id,
             eos_token_id=stop_ids,
             streamer=streamer,
-            stopping_criteria=give_up,
-            output_scores=give_up is not None,
+            stopping_criteria=StoppingCriteriaList(criteria) if criteria else None,
+            output_scores=give_up_below > 0,
             output_logits=True,
             return_dict_in_generate=True,
         )
-        new_tokens = output.sequences[0, inputs["input_ids"].shape[1] :]
+        new_tokens = output.sequences[0, prompt_length:]
         # The unprocessed scores of each step: the model's own probabilities, before any repetition penalty.
         chosen = [torch.softmax(logits[0].float(), dim=-1)[token].item()
                   for logits, token in zip(output.logits, new_tokens.tolist()) if token not in stop_ids]
-    text = tokenizer.decode(new_tokens, skip_special_tokens=True).strip()
-    return Reply(text, min(chosen, default=1.0))
+    text = cut_at_stop(tokenizer.decode(new_tokens, skip_special_tokens=True), stops).strip()
+    written = sum(1 for token in new_tokens.tolist() if token not in stop_ids and token != tokenizer.pad_token_id)
+    return Reply(text, min(chosen, default=1.0), prompt_tokens=prompt_length, output_tokens=written)
+
+
+def cut_at_stop(text: str, stops: list[str]) -> str:
+    """``text`` up to the first place where one of ``stops`` begins (all of it when none occurs)."""
+    ends = [found for marker in stops if (found := text.find(marker)) >= 0]
+    return text[: min(ends)] if ends else text
+
+
+def _held_back(text: str, stops: list[str]) -> int:
+    """How many characters at the end of ``text`` could be the start of a stop string (not to be shown yet)."""
+    longest = 0
+    for marker in stops:
+        for size in range(min(len(marker) - 1, len(text)), longest, -1):
+            if marker.startswith(text[-size:]):
+                longest = size
+                break
+    return longest
 
 
 def answer(model, tokenizer, question: str, titles: list[str], context: str | None = None, max_new_tokens: int = 64,
@@ -177,15 +206,40 @@ class _UnsureToken:
         return probability < self.threshold
 
 
-class _CallbackStreamer:
-    """A minimal streamer for ``generate``: decodes new tokens and hands the new text to a callback."""
+class _StopStrings:
+    """Stops generation at the step whose text holds one of ``stops`` (decoding only what was generated)."""
 
-    def __init__(self, tokenizer, on_text: Callable[[str], None]):
+    def __init__(self, tokenizer, prompt_length: int, stops: list[str]):
+        self.tokenizer = tokenizer
+        self.prompt_length = prompt_length
+        self.stops = stops
+        self.window = max(len(marker) for marker in stops) + 8  # tokens to decode: a token is at least a character
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import torch
+
+        done = []
+        for row in input_ids:
+            tail = row[max(self.prompt_length, row.shape[0] - self.window):]
+            text = self.tokenizer.decode(tail, skip_special_tokens=True)
+            done.append(any(marker in text for marker in self.stops))
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+
+class _CallbackStreamer:
+    """A minimal streamer for ``generate``: decodes new tokens and hands the new text to a callback.
+
+    With ``stops``, text that could begin a stop string is held back until it is known not to, and nothing from
+    a stop string on is handed over: the streamed text is the reply's text."""
+
+    def __init__(self, tokenizer, on_text: Callable[[str], None], stops: list[str] | None = None):
         self.tokenizer = tokenizer
         self.on_text = on_text
+        self.stops = stops or []
         self.tokens: list[int] = []
         self.printed = 0
         self.skipped_prompt = False
+        self.stopped = False
 
     def put(self, value) -> None:
         if not self.skipped_prompt:  # the first call carries the prompt
@@ -193,11 +247,22 @@ class _CallbackStreamer:
             return
         self.tokens.extend(value.reshape(-1).tolist())
         text = self.tokenizer.decode(self.tokens, skip_special_tokens=True)
-        if len(text) > self.printed and not text.endswith("\ufffd"):
-            self.on_text(text[self.printed :])
-            self.printed = len(text)
+        if text.endswith("\ufffd"):
+            return
+        self._show(text, final=False)
 
     def end(self) -> None:
-        text = self.tokenizer.decode(self.tokens, skip_special_tokens=True)
+        self._show(self.tokenizer.decode(self.tokens, skip_special_tokens=True), final=True)
+
+    def _show(self, text: str, final: bool) -> None:
+        if self.stopped:
+            return
+        if self.stops:
+            cut = cut_at_stop(text, self.stops)
+            if len(cut) < len(text):
+                text, self.stopped = cut, True
+            elif not final:
+                text = text[: len(text) - _held_back(text, self.stops)]
         if len(text) > self.printed:
             self.on_text(text[self.printed :])
+            self.printed = len(text)

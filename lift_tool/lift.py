@@ -346,6 +346,8 @@ class Lift:
         mode: Mode = "auto",
         max_new_tokens: int | None = None,
         on_text: Callable[[str], None] | None = None,
+        stop: list[str] | None = None,
+        temperature: float | None = None,
     ) -> Answer:
         """Answer the last user message of ``conversation`` (``{"role", "content"}`` dicts) from memory, with the
         earlier turns in the prompt (``LiftChatModel`` and the doc_qa graph use it).

