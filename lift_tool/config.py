@@ -126,6 +126,7 @@ class Settings(BaseSettings):
     max_new_tokens: int = Field(64, ge=1)
     context_window: int | None = Field(None, ge=64)  # None: the model's own window
     pool_capacity: int = Field(8, ge=1)  # adapters kept resident on the answering model
+    shared_lifts: int = Field(8, ge=1)  # memories kept open by shared_lift (tools, graphs); one model for all
     # Several documents with adapters in one question: answer with each adapter and keep the answers of the
     # documents that know ("per-document"), or merge the adapters into one ("combine"). Chosen by measurement:
     # benchmarks/results/multi_document/smollm2-135m.md.

@@ -18,6 +18,8 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+import weakref
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -35,6 +37,15 @@ if TYPE_CHECKING:
 
     from lift_tool.models import LoadedModel
     from lift_tool.training.loop import StepReport
+
+
+class ModelHost:
+    """An answering model with its lock and adapter pool, shared by the Lifts that answer with it."""
+
+    def __init__(self, model: "LoadedModel | None" = None):
+        self.loaded = model  # loaded on first use by a Lift on this host
+        self.pool: "AdapterPool | None" = None
+        self.lock = threading.RLock()
 
 
 @dataclass
@@ -64,23 +75,42 @@ class Lift:
 
     ``settings``: where the memory lives and which model answers (default: from the environment, ``LIFT_*``).
     ``model``: an already loaded model to use instead of loading the configured one on first use.
+    ``host``: the model of another Lift (its ``host``), to share instead of loading one more copy: Lifts on
+    different memories, same model (:func:`shared_lift` does this).
     One generation or training runs at a time on the shared model (``lock``).
     """
 
-    def __init__(self, settings: Settings | None = None, model: "LoadedModel | None" = None):
+    def __init__(self, settings: Settings | None = None, model: "LoadedModel | None" = None,
+                 host: "ModelHost | None" = None):
         from lift_tool.memory.registry import Registry
 
         self.settings = settings or load_settings()
         self.registry: Registry = Registry(self.settings.home)
-        self._loaded = model
-        self._pool: AdapterPool | None = None
+        self.host = host or ModelHost(model)
         self._store: RetrievalStore | None = None
-        # One model, one generation or training at a time.
-        self.lock = threading.RLock()
+        # One model, one generation or training at a time (shared by every Lift on the host).
+        self.lock = self.host.lock
         self.answering = Answering(self)
         self.jobs = BackgroundJobs(self.settings.home)  # absorptions started here in the background
 
     # ------------------------------------------------------------------------------------- lazy parts
+
+    # The model and its adapter pool live on the host, shared by the Lifts on it.
+    @property
+    def _loaded(self) -> "LoadedModel | None":
+        return self.host.loaded
+
+    @_loaded.setter
+    def _loaded(self, value: "LoadedModel | None") -> None:
+        self.host.loaded = value
+
+    @property
+    def _pool(self) -> "AdapterPool | None":
+        return self.host.pool
+
+    @_pool.setter
+    def _pool(self, value: "AdapterPool | None") -> None:
+        self.host.pool = value
 
     @property
     def loaded(self) -> "LoadedModel":
@@ -355,24 +385,42 @@ class Lift:
         Like :meth:`ask`, except that: the base model answers when no document is named and none is about the
         question (a conversation may be about anything); a system message in the conversation replaces the one
         that names the documents; the oldest turns are left out when the conversation would overflow the window.
+        ``stop``: strings that end the reply (generation stops there); ``temperature`` > 0 samples.
         """
-        return self.answering.chat(conversation, documents, mode, max_new_tokens, on_text)
+        return self.answering.chat(conversation, documents, mode, max_new_tokens, on_text, stop, temperature)
 
 
 # ---------------------------------------------------------------------------------------- shared Lift
 
-_SHARED: dict[str, Lift] = {}
+# What decides the loaded model; the other settings (the memory's folder, training, retrieval) share it.
+MODEL_FIELDS = ("model", "device", "dtype", "cache_dir", "pool_capacity")
+
+_SHARED: "OrderedDict[str, Lift]" = OrderedDict()  # least recently used first
+_HOSTS: "weakref.WeakValueDictionary[str, ModelHost]" = weakref.WeakValueDictionary()  # alive while a Lift uses it
 _SHARED_LOCK = threading.Lock()
 
 
 def shared_lift(settings: Settings | None = None) -> Lift:
-    """One :class:`Lift` per settings in this process, so that tools and graph nodes share the loaded model."""
+    """One :class:`Lift` per settings in this process, so that tools and graph nodes share the loaded model.
+
+    Lifts whose settings differ only in what does not change the model (their memory folders, say) share one
+    loaded model (:class:`ModelHost`). At most ``settings.shared_lifts`` Lifts are kept (``LIFT_SHARED_LIFTS``),
+    the least recently used dropped first; a model is freed when no Lift kept uses it.
+    """
     settings = settings or load_settings()
     key = settings.model_dump_json()
     with _SHARED_LOCK:
-        if key not in _SHARED:
-            _SHARED[key] = Lift(settings)
-        return _SHARED[key]
+        lift = _SHARED.get(key)
+        if lift is None:
+            model_key = settings.model_dump_json(include=set(MODEL_FIELDS))
+            host = _HOSTS.get(model_key)
+            if host is None:
+                host = _HOSTS[model_key] = ModelHost()
+            lift = _SHARED[key] = Lift(settings, host=host)
+        _SHARED.move_to_end(key)
+        while len(_SHARED) > settings.shared_lifts:
+            _SHARED.popitem(last=False)
+        return lift
 
 
-__all__ = ["Lift", "AbsorbResult", "shared_lift"]
+__all__ = ["Lift", "AbsorbResult", "ModelHost", "shared_lift"]
