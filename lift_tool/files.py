@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import secrets
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -63,3 +65,39 @@ def pid_alive(pid: Any) -> bool:
     except OSError:
         return True
     return True
+
+
+@contextmanager
+def holding_lock(path: Path) -> Iterator[None]:
+    """Create the file ``path`` and hold an exclusive lock on it until the block ends, then remove it.
+
+    The lock is a sign of life that :func:`lock_is_held` reads from any process sharing the filesystem, whatever its
+    PID namespace or host (a process id means nothing there), and the kernel drops it when the process ends,
+    however it ends (SIGKILL included). Whoever must not see the file before it is locked creates it under a lock
+    of their own.
+    """
+    path = Path(path)
+    handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+        os.close(handle)
+
+
+def lock_is_held(path: Path) -> bool:
+    """Whether some process holds the lock of :func:`holding_lock` on ``path`` (False when there is no such file)."""
+    try:
+        handle = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)  # shared: a read lock is all a read-only handle may take
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(handle)  # drops our own shared lock at once
+    return False

@@ -500,6 +500,43 @@ def test_crash_leftovers_are_found_and_collected(registry, lora_a, lora_b, tmp_p
     assert registry.verify().ok
 
 
+HOLD_STAGING_SCRIPT = textwrap.dedent(
+    """
+    import os, sys
+    from pathlib import Path
+    from lift_tool.memory.registry import Registry
+
+    os.getpid = lambda: int(sys.argv[2])  # as seen from another PID namespace: a pid that does not exist here
+    with Registry(Path(sys.argv[1])).staging() as folder:
+        (folder / "adapter_model.safetensors").write_bytes(b"being written")
+        print(folder, flush=True)
+        sys.stdin.read()  # hold the folder until the test closes stdin or kills this process
+    """
+)
+
+
+@pytest.mark.integration
+def test_repair_leaves_alone_a_live_staging_folder_whose_owner_it_cannot_see(registry):
+    """`verify --repair` run from another PID namespace (two containers sharing one home) deleted a live staging
+    folder: the pid in its name names no process there. The owner's lock says it lives, whatever the namespace."""
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_STAGING_SCRIPT, str(registry.home), ended.stdout.strip()],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        folder = Path(holder.stdout.readline().strip())
+        assert folder.name.startswith(ended.stdout.strip() + "-") and folder.is_dir()
+        report = registry.verify(repair=True)
+        assert report.ok and report.stale_staging == [], report.problems()
+        assert (folder / "adapter_model.safetensors").read_bytes() == b"being written"
+    finally:
+        holder.kill()  # SIGKILL: the owner cleans nothing up
+        holder.wait()
+    assert folder.is_dir()
+    report = registry.verify(repair=True)
+    assert folder.name in report.stale_staging
+    assert list(registry.staging_dir.iterdir()) == [] and registry.verify().ok
+
+
 def test_repair_rebuilds_a_lost_index_from_the_folders(registry, lora_a, lora_b, tmp_path):
     """The index lost (or moved aside, as the error for a damaged index advises): repair rebuilds every absorbed
     document from its adapter's manifest and its text, and deletes nothing it cannot explain."""

@@ -86,13 +86,9 @@ def inside_staging(layout: Layout, folder: Path) -> Iterator[Path]:
     """The folder itself if it lies in staging/, else a copy there (renames only work within a filesystem,
     and a caller's own folder is not ours to change)."""
     if folder.is_dir() and layout.staging_dir.resolve() not in folder.resolve().parents:
-        layout.ensure()
-        copy = layout.new_staging_path()
-        try:
-            shutil.copytree(folder, copy)
+        with layout.staging_folder() as copy:
+            shutil.copytree(folder, copy, dirs_exist_ok=True)
             yield copy
-        finally:
-            shutil.rmtree(copy, ignore_errors=True)
     else:
         yield folder
 

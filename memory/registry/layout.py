@@ -8,6 +8,7 @@
     adapters/<key>/            one PEFT adapter: adapter_config.json, adapter_model.safetensors,
                                lift_manifest.json (written by absorption), checksums.json (written by the registry)
     staging/<pid>-<random>/    adds in progress; stale ones are garbage
+    staging/<pid>-<random>.lock  locked by the process using that folder, as long as it lives
     forgetting/<doc_id>        a forget in progress: if it dies half-way, repair finishes it (never undoes it)
 """
 
@@ -15,12 +16,14 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import sqlite3
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Iterator
 
 from lift_tool.errors import InputError
+from lift_tool.files import holding_lock
 from lift_tool.memory.manifest import DOC_ID, title_problem
 from lift_tool.memory.registry import index
 
@@ -37,6 +40,11 @@ def check_title(title: str) -> None:
     problem = title_problem(title)
     if problem:
         raise InputError(f"{title!a} cannot be a document's title: {problem}")
+
+
+def staging_lock(folder: Path) -> Path:
+    """The lock file beside a staging folder, held by the process using the folder."""
+    return folder.with_name(folder.name + ".lock")
 
 
 class Layout:
@@ -81,6 +89,23 @@ class Layout:
     def new_staging_path(self) -> Path:
         """A name for a new folder in staging/ (not created); the pid in it tells gc whose it is."""
         return self.staging_dir / f"{os.getpid()}-{secrets.token_hex(8)}"
+
+    @contextmanager
+    def staging_folder(self) -> Iterator[Path]:
+        """A fresh empty folder in staging/, locked (:func:`staging_lock`) while the block runs and removed after it.
+
+        The folder and its lock appear together under registry.lock, which repair holds while it looks, so repair
+        never sees the folder unlocked while its owner lives, whatever the owner's PID namespace or host.
+        """
+        folder = self.new_staging_path()
+        with ExitStack() as held:
+            with self.writing():
+                held.enter_context(holding_lock(staging_lock(folder)))
+                folder.mkdir()
+            try:
+                yield folder
+            finally:
+                shutil.rmtree(folder, ignore_errors=True)
 
     def ensure(self) -> None:
         """Create the home and its folders where they are missing."""

@@ -17,12 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lift_tool.errors import CorruptAdapterError
-from lift_tool.files import pid_alive, sha256_file
+from lift_tool.files import lock_is_held, pid_alive, sha256_file
 from lift_tool.memory.manifest import Manifest
 from lift_tool.memory.registry import index
 from lift_tool.memory.registry.entries import SHORT_ID, adapter_key
 from lift_tool.memory.registry.integrity import checksum_problem, folder_size, weights_problem
-from lift_tool.memory.registry.layout import Layout
+from lift_tool.memory.registry.layout import Layout, staging_lock
 
 STALE_STAGING_S = 3600.0  # a staging folder untouched for this long is garbage, whoever owns it
 
@@ -207,8 +207,15 @@ def _finish_forgets(layout: Layout, report: VerifyReport, doc_ids: set[str]) -> 
 
 
 def is_stale(path: Path) -> bool:
-    """A staging entry is garbage when its owner process is dead, or when nobody touched it for a long time:
-    an hour for folders without a known owner, a day for a living owner (a long absorption, or a reused pid)."""
+    """A staging entry is garbage unless its owner lives. A living owner holds the entry's lock file
+    (``staging_lock``), which any process sharing the folder sees, whatever its PID namespace or host; a lock file
+    nobody holds is garbage. A folder whose lock nobody holds is judged by the pid in its name, which only this PID
+    namespace can see: garbage when that process is gone, or when nobody touched it for a long time (an hour
+    without a known owner, a day for a living one: a reused pid)."""
+    if lock_is_held(path if path.suffix == ".lock" else staging_lock(path)):
+        return False
+    if path.suffix == ".lock":  # its owner held it as long as it lived
+        return True
     owner = path.name.split("-", 1)[0]
     if owner.isdigit() and not pid_alive(int(owner)):
         return True

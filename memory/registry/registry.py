@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import errno
 import functools
-import shutil
 import sqlite3
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Iterator
 
@@ -131,19 +130,16 @@ class Registry(Layout):
     def staging(self) -> Iterator[Path]:
         """A fresh empty folder on the same filesystem as ``adapters/``, removed when the block exits.
 
-        Save the adapter and its manifest into it, then call :meth:`add_adapter` inside the block. ``gc()`` leaves
-        it alone while this process lives (up to a day).
+        Save the adapter and its manifest into it, then call :meth:`add_adapter` inside the block. Repair leaves it
+        alone while this process lives, seen from any process that shares the folder (``Layout.staging_folder``).
         """
+        held = ExitStack()
         try:
-            self.ensure()
-            folder = self.new_staging_path()
-            folder.mkdir()
-        except OSError as err:
+            folder = held.enter_context(self.staging_folder())
+        except (OSError, TimeoutError) as err:
             raise StorageError(_storage_message(self.home, err)) from err
-        try:
+        with held:
             yield folder
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
 
     @_clear_errors
     def add_adapter(self, staged_folder: Path | str, text: str | None = None) -> AdapterEntry:
