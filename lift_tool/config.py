@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import platformdirs
-from pydantic import BaseModel, Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from lift_tool.errors import ConfigError
 
@@ -120,6 +121,11 @@ class Settings(BaseSettings):
     cache_dir: Path = Field(default_factory=lambda: Path(platformdirs.user_cache_dir(APP_NAME)))
     max_document_tokens: int = Field(200_000, ge=1)
     max_document_bytes: int = Field(64 * 2**20, ge=1)  # the largest file read as a document, checked before reading
+    # The folders whose files an agent may have read (the lift_absorb tool's path, the router graph's source):
+    # by default the working directory and the user's documents folder. LIFT_ALLOWED_ROOTS: a list separated by
+    # os.pathsep (":" on Linux). The CLI, run by the user in their own shell, reads any file.
+    allowed_roots: Annotated[list[Path], NoDecode] = Field(
+        default_factory=lambda: [Path.cwd(), Path(platformdirs.user_documents_dir())])
     max_question_tokens: int = Field(1024, ge=16)  # a longer question is refused (it would take minutes to answer)
     archive_max_bytes: int = Field(2**30, ge=1)  # the most an archive given to `lift import` may unpack to
     archive_max_files: int = Field(1_000, ge=1)  # the most files it may hold
@@ -135,9 +141,17 @@ class Settings(BaseSettings):
     training: TrainingSettings = TrainingSettings()
     retrieval: RetrievalSettings = RetrievalSettings()
 
+    @field_validator("allowed_roots", mode="before")
+    @classmethod
+    def _split_roots(cls, value):
+        if isinstance(value, str):
+            return [part for part in value.split(os.pathsep) if part.strip()]
+        return value
+
     def training_fingerprint(self) -> str:
         """A short hash of everything that changes what absorption learns (not where files go)."""
-        relevant = {"lora": self.lora.model_dump(), "training": self.training.model_dump(exclude={"budget_seconds"})}
+        speed_only = {"budget_seconds", "frozen_layer_cache_mb"}
+        relevant = {"lora": self.lora.model_dump(), "training": self.training.model_dump(exclude=speed_only)}
         blob = json.dumps(relevant, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 

@@ -57,6 +57,19 @@ def guess_title(text: str, source: str | None = None) -> str:
 MAX_DOCUMENT_BYTES = 64 * 2**20  # the default of settings.max_document_bytes
 
 
+def confine(path: str | Path, roots: "list[Path]") -> Path:
+    """``path`` resolved (``~``, ``..`` and every symlink followed), if that lies in one of the folders ``roots``;
+    otherwise an :class:`InputError` that names the setting. For files that an agent asks to have read: a path
+    from untrusted text must not reach ``~/.ssh`` or ``/etc``, directly or through a link."""
+    real = Path(path).expanduser().resolve()
+    for root in roots:
+        if real.is_relative_to(Path(root).expanduser().resolve()):
+            return real
+    folders = ", ".join(str(root) for root in roots) or "none"
+    raise InputError(f"{path} is outside the folders that may be read ({folders}): move it into one of them, or add "
+                     "its folder to the setting LIFT_ALLOWED_ROOTS (folders separated by ':')")
+
+
 def read_document(path: str | Path, title: str | None = None, max_bytes: int = MAX_DOCUMENT_BYTES) -> Document:
     """A document from a file: only a regular file (not a device, FIFO or socket), of at most ``max_bytes``."""
     path = Path(path).expanduser()

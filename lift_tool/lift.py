@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Callable
 
 from lift_tool.answering import Answer, Answering, Mode
 from lift_tool.config import Settings, load_settings
-from lift_tool.documents import DOCUMENT_SUFFIXES, Document, make_document, read_document
+from lift_tool.documents import DOCUMENT_SUFFIXES, Document, confine, make_document, read_document
 from lift_tool.errors import ConfigError, InputError
 from lift_tool.jobs import AbsorptionJob, AbsorptionStatus, BackgroundJobs
 
@@ -147,11 +147,17 @@ class Lift:
 
     # ---------------------------------------------------------------------------------------- documents
 
-    def read(self, source: "str | Path | Document", title: str | None = None) -> Document:
-        """A document from a file path, a ``Document``, or text (a string that is not an existing file)."""
+    def read(self, source: "str | Path | Document", title: str | None = None, confined: bool = False) -> Document:
+        """A document from a file path, a ``Document``, or text (a string that is not an existing file).
+
+        ``confined``: the path came from an agent (a tool call, a graph's input): it must lie in one of the
+        folders of ``settings.allowed_roots`` once links are followed, else it is refused (:func:`confine`).
+        """
         if isinstance(source, Document):
             return source
         if isinstance(source, Path) or (isinstance(source, str) and _names_a_file(source)):
+            if confined:
+                source = confine(source, self.settings.allowed_roots)
             # a missing file is an error, not a one-line document
             return read_document(source, title=title, max_bytes=self.settings.max_document_bytes)
         if isinstance(source, str):

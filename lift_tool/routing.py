@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lift_tool.documents import DOCUMENT_SUFFIXES
+from lift_tool.documents import DOCUMENT_SUFFIXES, confine
 from lift_tool.errors import ConfigError, InputError, LiftError
 from lift_tool.throughput import absorption_throughput
 
@@ -181,19 +181,22 @@ def store_routed(
 
 
 def read_source(lift: "Lift", source, title: str | None = None) -> "Document":
-    """``Lift.read``, except that a string that looks like a file path but names no file is an error rather than
-    a one-line document (a mistyped path would otherwise be stored as text)."""
+    """``Lift.read`` for a source an agent gave, so confined to ``settings.allowed_roots``, except that a string
+    that looks like a file path but names no file is an error rather than a one-line document (a mistyped path
+    would otherwise be stored as text). A path outside the allowed folders is refused whether it exists or not."""
     if isinstance(source, str) and "\n" not in source.strip() and len(source) < 4096:
         candidate = source.strip()
         looks_like_path = (candidate.startswith(("/", "./", "../", "~"))
                            or candidate.lower().endswith(tuple(DOCUMENT_SUFFIXES)))
         try:
+            if looks_like_path:
+                confine(candidate, lift.settings.allowed_roots)
             missing = looks_like_path and not Path(candidate).expanduser().exists()
         except OSError:  # a name the filesystem cannot hold (over 255 bytes, say) is text, as Lift.read takes it
             missing = False
         if missing:
             raise InputError(f"file not found: {candidate} (to store a text instead, pass the text itself)")
-    return lift.read(source, title)
+    return lift.read(source, title, confined=True)
 
 
 __all__ = ["ANSWER_ROOM_TOKENS", "DEFAULT_BUDGET_SECONDS", "ROUTES", "RouteDecision", "RoutedDocument", "absorb_routed",

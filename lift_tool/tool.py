@@ -193,7 +193,8 @@ def _artifact(answer: "Answer") -> dict:
 
 class AbsorbInput(BaseModel):
     text: str | None = Field(default=None, description="The document's text (give this or `path`).")
-    path: str | None = Field(default=None, description="A text, Markdown, PDF or HTML file to read (or give `text`).")
+    path: str | None = Field(default=None, description="A text, Markdown, PDF or HTML file to read (or give `text`); "
+                                                       "only files in the allowed folders can be read.")
     title: str | None = Field(default=None, description="A title; default: its first heading or the file name.")
     route: Literal["auto", "absorb", "retrieve", "context"] = Field(
         default="auto",
@@ -225,8 +226,9 @@ class AbsorbDocument(_LiftTool):
         if (text is None) == (path is None):
             raise ToolException(f"Error: {self.name} needs exactly one of `text` or `path`. Call it again with {self.usage}.")
         lift = self.memory()
-        # A path is always a path here (Lift.read reads it, with the size limit); a text is always text.
-        document = make_document(text, title=title) if text is not None else lift.read(Path(path), title)
+        # A path is always a path here (Lift.read reads it, with the size limit, if it lies in an allowed folder);
+        # a text is always text.
+        document = make_document(text, title=title) if text is not None else lift.read(Path(path), title, confined=True)
         override = None if route == "auto" else route
         decision = plan_route(lift, document, override, self.budget_seconds, self.measure_throughput)
         routed = store_routed(lift, document, decision, background=self.background)

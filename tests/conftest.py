@@ -21,6 +21,16 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 REAL_MODEL = "smollm2-135m"  # the default model; the tiny model borrows its tokenizer so text round-trips
 
 
+@pytest.fixture(scope="session", autouse=True)
+def tests_may_read_their_temporary_files(tmp_path_factory):
+    """Agents' faces read only files under LIFT_ALLOWED_ROOTS (by default the working directory and the documents
+    folder): the tests' own temporary folders are allowed too, here and in the processes they start. Tests of the
+    rule set the roots themselves."""
+    roots = os.pathsep.join([str(Path.cwd()), str(Path(__file__).resolve().parents[1]),
+                             str(tmp_path_factory.getbasetemp())])
+    os.environ.setdefault("LIFT_ALLOWED_ROOTS", roots)
+
+
 @pytest.fixture(scope="session")
 def real_model_dir() -> Path:
     """The default model's converted folder (converted once per machine into the user cache)."""

@@ -112,7 +112,7 @@ def test_background_absorption_returns_at_once(configurable):
 def test_the_router_reports_bad_input_in_the_state(configurable):
     from lift_tool.graphs.router import graph
 
-    missing = graph.invoke({"source": "/no/such/report.md"}, {"configurable": configurable})
+    missing = graph.invoke({"source": "./no/such/report.md"}, {"configurable": configurable})  # an allowed folder
     assert missing["status"] == "error" and "file not found" in missing["error"]
     empty = graph.invoke({"source": "  "}, {"configurable": configurable})
     assert empty["status"] == "error" and "needs a `source`" in empty["error"]

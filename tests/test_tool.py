@@ -144,7 +144,7 @@ def test_bad_arguments_come_back_as_messages_the_agent_can_act_on(tools):
 
     neither = call(tools["absorb"])
     assert neither.status == "error" and "exactly one of `text` or `path`" in neither.content
-    no_file = call(tools["absorb"], path="/no/such/report.pdf")
+    no_file = call(tools["absorb"], path="no/such/report.pdf")  # in an allowed folder (the working directory)
     assert no_file.status == "error" and "file not found" in no_file.content
     empty = call(tools["absorb"], text="   ")
     assert empty.status == "error" and "empty" in empty.content
