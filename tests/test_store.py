@@ -41,7 +41,7 @@ def long_text(name: str) -> str:
 def test_a_put_document_is_routed_and_found_by_a_question(store, lift):
     store.put(("notes", "alice"), "lighthouse", {"text": LIGHTHOUSE, "title": "Bellmoor light", "year": 1901})
     store.put(("notes", "alice"), "ferry", {"content": FERRY, "year": 1950})
-    store.put(("notes", "bob"), "colour", {"favourite": "green"})  # no text field: a plain item
+    store.put(("notes", "bob"), "colour", {"favourite": "green", "by": {"name": "Bob"}})  # no text: a plain item
 
     item = store.get(("notes", "alice"), "lighthouse")
     assert item.value == {"text": LIGHTHOUSE, "title": "Bellmoor light", "year": 1901}
@@ -58,7 +58,7 @@ def test_a_put_document_is_routed_and_found_by_a_question(store, lift):
     ferry = store.search(("notes", "alice"), query="When does the boat leave?", limit=1)
     assert [hit.key for hit in ferry] == ["ferry"]
     assert [h.key for h in store.search(("notes",), filter={"year": {"$gt": 1920}})] == ["ferry"]
-    assert [h.key for h in store.search(("notes",), query="green", filter={"favourite": "green"})] == ["colour"]
+    assert [h.key for h in store.search(("notes",), query="green", filter={"by.name": "Bob"})] == ["colour"]
     assert store.list_namespaces() == [("notes", "alice"), ("notes", "bob")]
     assert store.list_namespaces(suffix=("bob",)) == [("notes", "bob")]
     assert store.list_namespaces(max_depth=1) == [("notes",)]

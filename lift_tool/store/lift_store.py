@@ -3,8 +3,9 @@
 Items live in a SQLite table beside the memory (``<LIFT_HOME>/langgraph_store.sqlite``); a value that holds a
 document (see ``lift_tool.store.documents``) also puts that document into memory, along the router's route:
 indexed for retrieval, passed in context, or absorbed into an adapter in the background. A search with a query
-ranks the items by the memory's retrieval (hybrid by default) over their documents' chunks, and says for each
-item what was found. Deleting the last item that holds a document the store put into memory forgets it.
+finds chunks of the items' documents by the memory's retrieval (hybrid by default: embeddings and BM25) and
+returns the items best score first, the score being their best chunk's cosine similarity to the query, with the
+chunks found. Deleting the last item that holds a document the store put into memory forgets it.
 
 Ops run in the order given, each seeing what the ones before it wrote. ``abatch`` runs ``batch`` in a worker
 thread. Items do not expire (``supports_ttl`` is False).
@@ -123,10 +124,8 @@ class LiftStore(BaseStore):
                     self.table.delete(op.namespace, op.key)
                     self._release(old)
                 return None
-            if not op.namespace:
+            if not op.namespace:  # ("langgraph", ...) is refused by put() only: LangGraph itself writes there
                 raise InvalidNamespaceError("Namespace cannot be empty.")
-            if op.namespace[0] == "langgraph":
-                raise InvalidNamespaceError(f'Root label for namespace cannot be "langgraph". Got: {op.namespace}')
             value = dict(op.value)
             fields = self.fields if op.index is None else (op.index or ())
             document = value_document(value, fields)
@@ -158,23 +157,25 @@ class LiftStore(BaseStore):
         if not (op.query and op.query.strip()):
             return [LiftSearchItem.of(row, describe(self.lift, row.doc_id)) for row in rows[op.offset:end]]
         found = self._chunks_by_document(op.query, rows, end)
-        ranked = sorted((row for row in rows if row.doc_id in found), key=lambda row: found[row.doc_id][0])
+        # Best score first, as LangGraph's stores order them; items whose text the search did not reach follow.
+        ranked = sorted((row for row in rows if row.doc_id in found), key=lambda row: -found[row.doc_id][0].score)
         unranked = [row for row in rows if row.doc_id not in found]
         keep = self.lift.settings.retrieval.k
-        return [LiftSearchItem.of(row, describe(self.lift, row.doc_id), found.get(row.doc_id, (0, []))[1][:keep])
+        return [LiftSearchItem.of(row, describe(self.lift, row.doc_id), found.get(row.doc_id, [])[:keep])
                 for row in (ranked + unranked)[op.offset:end]]
 
-    def _chunks_by_document(self, query: str, rows: list[Row], wanted: int) -> dict[str, tuple[int, list]]:
-        """doc_id -> (rank of its best chunk, its chunks found, best first), for the documents of ``rows``."""
+    def _chunks_by_document(self, query: str, rows: list[Row], wanted: int) -> dict[str, list]:
+        """doc_id -> the chunks of that document that the memory's search found for ``query``, best score
+        first, for the documents of ``rows``."""
         doc_ids = sorted({row.doc_id for row in rows if row.doc_id is not None})
         if not doc_ids or wanted <= 0:
             return {}
         lift = self.lift
         chunks = lift.store.search(query, k=max(MIN_CHUNKS, 4 * wanted), doc_ids=doc_ids,
                                    method=lift.settings.retrieval.search)
-        found: dict[str, tuple[int, list]] = {}
-        for rank, chunk in enumerate(chunks):
-            found.setdefault(chunk.doc_id, (rank, []))[1].append(chunk)
+        found: dict[str, list] = {}
+        for chunk in sorted(chunks, key=lambda chunk: -chunk.score):
+            found.setdefault(chunk.doc_id, []).append(chunk)
         return found
 
     def _list_namespaces(self, op: ListNamespacesOp) -> list[tuple[str, ...]]:

@@ -1,6 +1,6 @@
 """What a search's ``filter`` and a listing's match conditions select, as LangGraph's stores define them.
 
-A filter maps value fields to what they must be: a plain value (equal; a dict compares field by field, a list
+A filter maps value fields ("user.age" for a nested one) to what they must be: a plain value (equal; a dict compares field by field, a list
 element by element) or operators, ``{"$eq", "$ne", "$gt", "$gte", "$lt", "$lte"}`` (the four comparisons take
 numbers; a missing field or one that is not a number matches none of them). A match condition is a namespace
 prefix or suffix in which "*" stands for any one label.
@@ -19,7 +19,18 @@ COMPARISONS = {"$gt": float.__gt__, "$gte": float.__ge__, "$lt": float.__lt__, "
 
 def matches_filter(value: dict[str, Any], filter: dict[str, Any] | None) -> bool:
     """Whether ``value`` has every field as ``filter`` asks."""
-    return not filter or all(_matches(value.get(field), wanted) for field, wanted in filter.items())
+    return not filter or all(_matches(_field(value, field), wanted) for field, wanted in filter.items())
+
+
+def _field(value: dict[str, Any], name: str) -> Any:
+    """A field of ``value``; a dotted name that is not a field itself names a nested one ("user.age")."""
+    if name in value or "." not in name:
+        return value.get(name)
+    for part in name.split("."):
+        if not isinstance(value, dict):
+            return None
+        value = value.get(part)
+    return value
 
 
 def _matches(actual: Any, wanted: Any) -> bool:
