@@ -1,32 +1,63 @@
 """The ``lift`` command line.
 
     lift absorb FILE [--title T] [--budget-seconds S]    absorb a document into an adapter (LIFT)
-    lift ask [DOC] "question" [--mode MODE]              answer from memory (DOC: id, id prefix or title)
-    lift list | forget DOC | verify [--repair]           look after the memory
-    lift export DOC FILE | import FILE                   move one document's memory between machines
+    lift ask [DOC ...] "question" [--mode MODE]          answer from memory (DOC: id, id prefix or title)
+    lift list | show DOC | forget DOC | verify [--repair]   look after the memory
+    lift export DOC FILE | export DOC --peft DIR | import FILE   move a document's memory, or its adapter
     lift chat [DOC ...]                                  ask questions in a loop
     lift eval --data FILE.jsonl ...                      compare methods on a question set
     lift demo                                            the guided demonstration on the bundled model
 
-Errors a user can cause are printed as one line, without a traceback.
+The global options (--model, --home, --device, --verbose) may come before or after the command; list, show,
+ask, absorb and verify take --json. Errors a user can cause are printed as one line, without a traceback: exit
+status 1 for a problem found while running, 2 for a command line that is not right. Third-party progress bars
+and warnings are shown only with --verbose.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
+import warnings
 from pathlib import Path
 
+from lift_tool import __version__
 from lift_tool.answering import MODES
-from lift_tool.errors import LiftError
+from lift_tool.errors import LiftError, UnknownDocumentError
+
+
+def _global_options(parser: argparse.ArgumentParser, after_command: bool) -> None:
+    """--model, --home, --device and --verbose, accepted before the command and after it (where a value given
+    after the command wins, and one not given there leaves the one before in place)."""
+    unset = {"default": argparse.SUPPRESS} if after_command else {}
+    parser.add_argument("--model", help="model spec: smollm2-135m (default), a local folder or a .gguf file", **unset)
+    parser.add_argument("--home", help="memory directory (default: $LIFT_HOME or the user data directory)", **unset)
+    parser.add_argument("--device", help="auto (default), cpu, cuda or cuda:N", **unset)
+    parser.add_argument("--verbose", action="store_true", help="show third-party progress bars and warnings", **unset)
+
+
+def _json_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print the result as JSON, for scripts")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lift", description="Parametric memory for long documents (LIFT).")
-    parser.add_argument("--model", help="model spec: smollm2-135m (default), a local folder or a .gguf file")
-    parser.add_argument("--home", help="memory directory (default: $LIFT_HOME or the user data directory)")
-    parser.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.add_argument("--version", action="version", version=f"lift-tool {__version__}")
+    _global_options(parser, after_command=False)
+    common = argparse.ArgumentParser(add_help=False)
+    _global_options(common, after_command=True)
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    class Commands:  # every command takes the global options too
+        @staticmethod
+        def add_parser(name: str, **kwargs) -> argparse.ArgumentParser:
+            command = subparsers.add_parser(name, parents=[common], **kwargs)
+            command.set_defaults(usage_error=command.error)
+            return command
+
+    commands = Commands()
 
     absorb = commands.add_parser("absorb", help="absorb a document into an adapter (LIFT)")
     absorb.add_argument("file", help="a text, Markdown, PDF or HTML file")
@@ -35,14 +66,20 @@ def build_parser() -> argparse.ArgumentParser:
     absorb.add_argument("--force", action="store_true", help="train again even if this text was absorbed before")
     absorb.add_argument("--backend", choices=("auto", "peft", "unsloth"), help="training backend (default: auto)")
     absorb.add_argument("--quiet", action="store_true", help="no progress bar")
+    _json_option(absorb)
 
     ask = commands.add_parser("ask", help="answer a question from memory")
-    ask.add_argument("args", nargs="+", metavar="[DOC] QUESTION",
-                     help="an optional document (id, id prefix or exact title), then the question")
+    ask.add_argument("args", nargs="+", metavar="[DOC ...] QUESTION",
+                     help="the documents to ask (ids, id prefixes or exact titles; default: chosen by the question), "
+                          "then the question, quoted")
     ask.add_argument("--mode", choices=MODES, default="auto", help="how to answer (default: auto)")
     ask.add_argument("--max-new-tokens", type=int, help="longest answer, in tokens")
+    _json_option(ask)
 
-    commands.add_parser("list", help="list the documents in memory")
+    _json_option(commands.add_parser("list", help="list the documents in memory"))
+    show = commands.add_parser("show", help="a document's record, its adapters (manifest, coverage) and retrieval chunks")
+    show.add_argument("doc")
+    _json_option(show)
     forget = commands.add_parser("forget", help="remove a document, its adapters and its index")
     forget.add_argument("doc")
     verify = commands.add_parser("verify", help="check the adapters, the index and the retrieval store")
@@ -52,9 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--prune", action="store_true",
                         help="with --repair: also remove folders and texts that the index does not mention and that "
                              "cannot be rebuilt")
-    export = commands.add_parser("export", help="write one document's memory to an archive")
+    _json_option(verify)
+    export = commands.add_parser("export", help="write one document's memory to an archive, or its adapter as a "
+                                                "plain PEFT folder (--peft)")
     export.add_argument("doc")
-    export.add_argument("file")
+    export.add_argument("file", nargs="?", help="the archive to write (.tar.gz)")
+    export.add_argument("--peft", metavar="DIR", help="write the adapter as a PEFT folder that loads without lift-tool")
+    export.add_argument("--force", action="store_true", help="overwrite an existing file or folder")
     import_ = commands.add_parser("import", help="add a document's memory from an archive")
     import_.add_argument("file")
 
@@ -79,17 +120,33 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if not args.verbose:
+        _quiet_third_parties()
     try:
         return COMMANDS[args.command](args)
     except LiftError as err:
         print(f"lift: error: {err}", file=sys.stderr)
-        return 2
+        return 1
     except KeyboardInterrupt:
         print("\nlift: interrupted", file=sys.stderr)
         return 130
 
 
 # ------------------------------------------------------------------------------------------------ helpers
+
+
+def _quiet_third_parties() -> None:
+    """No progress bars or warnings from the libraries below (transformers' "Loading weights", FutureWarnings):
+    set before they are imported. lift-tool's own progress (absorbing) stays."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    for category in (FutureWarning, DeprecationWarning, UserWarning):
+        warnings.filterwarnings("ignore", category=category)
+
+
+def _print_json(value) -> None:
+    print(json.dumps(value, indent=1, ensure_ascii=False, default=str))
 
 
 def _settings(args, **extra):
@@ -127,8 +184,15 @@ def cmd_absorb(args) -> int:
     lift = _lift(args, **extra)
     document = lift.read(Path(args.file), title=args.title)
     print(f"absorbing {document.title!r} ({len(document.text):,} characters) into {lift.settings.home}", file=sys.stderr)
-    result = lift.absorb(document, budget_seconds=args.budget_seconds, progress=not args.quiet, force=args.force)
+    result = lift.absorb(document, budget_seconds=args.budget_seconds, progress=not (args.quiet or args.json),
+                         force=args.force)
     manifest = result.adapter.manifest
+    if args.json:
+        _print_json({"doc_id": result.document.doc_id, "title": result.document.title, "cached": result.cached,
+                     "tokens": manifest.tokens, "steps": manifest.steps, "train_seconds": manifest.train_seconds,
+                     "stopped_by_budget": manifest.stopped_by_budget, "final_loss": manifest.losses.get("final"),
+                     "adapter": str(result.adapter.path), "seconds": round(result.seconds, 2)})
+        return 0
     if result.cached:
         print(f"already absorbed (same text, model and settings): {result.document.short_id}  {result.document.title}")
         return 0
@@ -143,13 +207,25 @@ def cmd_absorb(args) -> int:
 
 
 def cmd_ask(args) -> int:
-    if len(args.args) > 2:
-        raise LiftError('give at most a document and a question; quote the question: lift ask DOC "question"')
-    doc, question = (args.args[0], args.args[1]) if len(args.args) == 2 else (None, args.args[0])
+    *docs, question = args.args
     lift = _lift(args)
-    stream = sys.stdout.isatty()
-    answer = lift.ask(question, [doc] if doc else None, mode=args.mode, max_new_tokens=args.max_new_tokens,
+    if args.mode != "base" and not lift.documents():  # before the model loads: there is nothing to answer from
+        raise LiftError(f"there is nothing in memory ({lift.settings.home}): add a document with `lift absorb FILE` "
+                        "first, or ask the model without memory with --mode base")
+    try:
+        documents = [lift.resolve(ref).doc_id for ref in docs] or None
+    except UnknownDocumentError as err:
+        if len(docs) > 1:  # an unquoted question reads as documents
+            raise UnknownDocumentError(f'{err} (is the question in several words? quote it: lift ask DOC "question")') from None
+        raise
+    stream = sys.stdout.isatty() and not args.json
+    answer = lift.ask(question, documents, mode=args.mode, max_new_tokens=args.max_new_tokens,
                       on_text=(lambda text: print(text, end="", flush=True)) if stream else None)
+    if args.json:
+        _print_json({"question": question, "answer": answer.text if answer.mode != "none" else None,
+                     "mode": answer.mode, "seconds": round(answer.seconds, 2), **answer.sources(),
+                     "usage": {"input_tokens": answer.input_tokens, "output_tokens": answer.output_tokens}})
+        return 0
     if stream:
         print()
     else:
@@ -170,9 +246,18 @@ def _print_sources(answer) -> None:
     print(line, file=sys.stderr)
 
 
+def _document_json(doc) -> dict:
+    return {"doc_id": doc.doc_id, "title": doc.title, "tokens": doc.tokens, "route": doc.route, "created": doc.created,
+            "base_models": doc.base_models, "size_bytes": doc.size_bytes, "train_seconds": doc.train_seconds,
+            "coverage": getattr(doc, "coverage", None)}
+
+
 def cmd_list(args) -> int:
     lift = _lift(args)
     documents = lift.documents()
+    if args.json:
+        _print_json([_document_json(doc) for doc in documents])
+        return 0
     if not documents:
         print(f"no documents in {lift.settings.home}: add one with `lift absorb FILE`")
         return 0
@@ -191,11 +276,54 @@ def cmd_forget(args) -> int:
     return 0
 
 
+def cmd_show(args) -> int:
+    lift = _lift(args)
+    doc = lift.resolve(args.doc)
+    adapters = [{**adapter.manifest.to_json(), "key": adapter.key, "path": str(adapter.path),
+                 "size_bytes": adapter.size_bytes, "coverage": _coverage(adapter.manifest)} for adapter in doc.adapters]
+    chunks = [{"index": c.index, "start": c.start, "end": c.end, "text": c.text} for c in lift.store.chunks(doc.doc_id)]
+    if args.json:
+        _print_json({"document": _document_json(doc), "adapters": adapters, "chunks": chunks})
+        return 0
+    print(f"{doc.title}\n  id       {doc.doc_id}\n  tokens   {doc.tokens:,}\n  route    {doc.route}\n"
+          f"  created  {doc.created}")
+    if not adapters:
+        print("  no adapter: questions are answered from retrieval or with the document in context")
+    for adapter in adapters:
+        coverage = "unknown" if adapter["coverage"] is None else f"{adapter['coverage']:.0%} of the document"
+        budget = " (stopped at the time budget)" if adapter["stopped_by_budget"] else ""
+        print(f"adapter {adapter['key']}\n  base model  {adapter['base_model']} ({adapter['base_fingerprint']})\n"
+              f"  coverage    {coverage}\n"
+              f"  training    {adapter['steps']} of {adapter['planned_steps']} steps{budget}, "
+              f"{adapter['train_seconds']:.1f} s, {adapter['backend'] or '-'} on {adapter['device'] or '-'} "
+              f"({adapter['precision'] or '-'}), final loss {adapter['losses'].get('final')}\n"
+              f"  questions   {adapter['qa_pairs']} synthetic, {adapter['unanswerable_pairs']} unanswerable\n"
+              f"  settings    {adapter['settings_fingerprint']}\n  created     {adapter['created']}\n"
+              f"  folder      {adapter['path']}")
+    print(f"{len(chunks)} retrieval chunk(s):")
+    for chunk in chunks:
+        text = " ".join(chunk["text"].split())
+        print(f"  #{chunk['index']} chars {chunk['start']}-{chunk['end']}: {text[:100]}{'…' if len(text) > 100 else ''}")
+    return 0
+
+
+def _coverage(manifest) -> float | None:
+    """The share of the document the adapter was trained on, where its manifest records it."""
+    for name in ("coverage", "covered", "covered_share"):
+        value = getattr(manifest, name, None)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    return None
+
+
 def cmd_verify(args) -> int:
     if args.prune and not args.repair:
-        raise LiftError("--prune goes with --repair: `lift verify --repair --prune`")
+        args.usage_error("--prune goes with --repair: `lift verify --repair --prune`")
     report = _lift(args).verify(repair=args.repair, prune=args.prune)
     problems = report.problems()
+    if args.json:
+        _print_json({"intact": not problems, "problems": problems, "repaired": report.repaired, "left": report.left})
+        return 0 if not problems or (args.repair and not report.left) else 1
     for problem in problems:
         print(f"problem: {problem}")
     for repaired in report.repaired:
@@ -215,6 +343,14 @@ def cmd_verify(args) -> int:
 
 
 def cmd_export(args) -> int:
+    if (args.file is None) == (args.peft is None):
+        args.usage_error("give an archive to write (lift export DOC FILE) or a folder (lift export DOC --peft DIR)")
+    if args.peft is not None:
+        folder = _lift(args).export_peft(args.doc, args.peft, force=args.force)
+        print(f"wrote {folder} (a PEFT adapter folder: PeftModel.from_pretrained(base_model, {str(folder)!r}))")
+        return 0
+    if Path(args.file).exists() and not args.force:
+        raise LiftError(f"{args.file} exists: give another name, or --force to overwrite it")
     path = _lift(args).export(args.doc, args.file)
     print(f"wrote {path}")
     return 0
@@ -263,6 +399,7 @@ COMMANDS = {
     "absorb": cmd_absorb,
     "ask": cmd_ask,
     "list": cmd_list,
+    "show": cmd_show,
     "forget": cmd_forget,
     "verify": cmd_verify,
     "export": cmd_export,

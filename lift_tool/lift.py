@@ -29,6 +29,7 @@ from lift_tool.config import Settings, load_settings
 from lift_tool.documents import DOCUMENT_SUFFIXES, Document, confine, make_document, read_document
 from lift_tool.errors import ConfigError, InputError
 from lift_tool.jobs import AbsorptionJob, AbsorptionStatus, BackgroundJobs
+from lift_tool.portable import hub_name, make_portable
 
 if TYPE_CHECKING:
     from lift_tool.memory.pool import AdapterPool
@@ -56,6 +57,14 @@ class AbsorbResult:
     adapter: "AdapterEntry"
     cached: bool  # True when the same text, model and settings had been absorbed before
     seconds: float
+
+
+MIN_ABSORB_TOKENS = 8  # a shorter text gives nothing to train on (and fits any prompt as it is)
+
+
+def _too_short(title: str, why: str) -> str:
+    return (f"{title!r} is too short to absorb into an adapter ({why}): a text this short is best given whole in "
+            "the prompt (the router and the lift_absorb tool route it to context); absorb a longer document")
 
 
 def _names_a_file(text: str) -> bool:
@@ -214,6 +223,8 @@ class Lift:
         with self.lock if shared else contextlib.nullcontext():
             loaded = self.loaded if shared else model
             tokens = self.count_tokens(document.text)
+            if tokens < MIN_ABSORB_TOKENS:
+                raise InputError(_too_short(document.title, f"it has {tokens} token{'s' * (tokens != 1)}"))
             cached = None if force else self.registry.find_adapter(
                 document.doc_id, loaded.fingerprint, settings.training_fingerprint())
             if cached is None:
@@ -222,7 +233,11 @@ class Lift:
                 if shared and self._pool is not None:
                     self._pool.release()  # training needs the bare model
                 with self.registry.staging() as staged:
-                    absorb(document, loaded, settings, staged, qa_generator=qa_generator, progress=progress, on_step=on_step)
+                    manifest = absorb(document, loaded, settings, staged, qa_generator=qa_generator, progress=progress,
+                                      on_step=on_step)
+                    if manifest.steps == 0:  # an untrained adapter would answer confident nonsense: store nothing
+                        raise InputError(_too_short(document.title, "no training example could be made from it"))
+                    make_portable(staged, manifest, hub_name(self.settings.model, loaded.path))
                     entry = self.registry.add_adapter(staged, text=document.text)
                 if shared and self._pool is not None:
                     self._pool.model = loaded.model
@@ -290,6 +305,21 @@ class Lift:
     def export(self, ref: str, file: "Path | str") -> Path:
         """Write one document's memory (text, adapters, manifests) to a tar.gz archive; its path."""
         return self.registry.export(ref, file)
+
+    def export_peft(self, ref: str, folder: "Path | str", force: bool = False) -> Path:
+        """Write the adapter of document ``ref`` for the model in use (the newest of its adapters, when it has
+        none for this model) as a plain PEFT folder, with a model card, that loads without lift-tool."""
+        from lift_tool.memory.registry import WEIGHTS_FILE
+        from lift_tool.portable import export_peft
+
+        document = self.registry.resolve(ref)
+        if not document.adapters:
+            raise InputError(f"{document.title!r} has no adapter (it is kept for {document.route}): nothing to export "
+                             "as PEFT; `lift export` moves its memory as an archive")
+        fingerprint = self._loaded.fingerprint if self._loaded is not None else None
+        mine = [adapter for adapter in document.adapters if adapter.base_fingerprint == fingerprint]
+        entry = max(mine or document.adapters, key=lambda adapter: adapter.created)
+        return export_peft(entry, self.registry.read_intact(entry, WEIGHTS_FILE), Path(folder), force=force)
 
     def import_archive(self, file: "Path | str") -> "DocumentEntry":
         """Add a document's memory from an archive written by :meth:`export`, and index it for retrieval."""

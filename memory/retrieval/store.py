@@ -189,6 +189,12 @@ class RetrievalStore:
                 collection.delete(where={"doc_id": doc_id})
             return present
 
+    def chunks(self, doc_id: str) -> list[RetrievedChunk]:
+        """A stored document's chunks in order (score 0: nothing was searched)."""
+        found = self._collection().get(where={"doc_id": doc_id}, include=["documents", "metadatas"])
+        chunks = [self._chunk(text, meta, 0.0) for text, meta in zip(found["documents"], found["metadatas"])]
+        return sorted(chunks, key=lambda chunk: chunk.index)
+
     def document_ids(self) -> list[str]:
         """The ids of the stored documents, sorted."""
         found = self._collection().get(where={"index": 0}, include=["metadatas"])
