@@ -124,3 +124,69 @@ def test_the_scripted_model_follows_its_script_and_checks_tool_names():
         [{"type": "function", "function": {"name": "lift_memory", "description": "ask", "parameters": {}}}])
     with pytest.raises(ValueError, match="not among the bound tools"):
         stray.invoke("go")
+
+
+@pytest.mark.slow
+def test_stop_sequences_stop_generation_and_usage_is_counted(real_model_dir, real_loaded, tmp_path):
+    """On the real model: a stop string ends generation there (fewer tokens written, not text cut afterwards),
+    streamed or not; usage counts what was read and written; the model's name is in the metadata."""
+    from lift_tool.config import Settings
+    from lift_tool.lift import Lift
+
+    lift = Lift(Settings(model=str(real_model_dir), home=tmp_path / "home", device="cpu"), model=real_loaded)
+    model = LiftChatModel(lift=lift, mode="base", max_tokens=40)
+    question = "Name three colours of the rainbow, then say why the sky is blue."
+    whole = model.invoke(question)
+    words = whole.content.split()
+    assert len(words) > 6
+    marker = words[3]
+    cut = model.invoke(question, stop=[marker])
+    assert cut.content == whole.content[: whole.content.find(marker)].strip()
+    assert cut.usage_metadata["output_tokens"] < whole.usage_metadata["output_tokens"]  # it stopped there
+    assert cut.usage_metadata["input_tokens"] == whole.usage_metadata["input_tokens"] > 10
+    assert whole.usage_metadata["total_tokens"] == whole.usage_metadata["input_tokens"] + whole.usage_metadata["output_tokens"]
+    assert whole.response_metadata["model_name"] == real_model_dir.name
+    streamed = list(LiftChatModel(lift=lift, mode="base", max_tokens=40, stop=[marker]).stream(question))
+    assert "".join(chunk.content for chunk in streamed) == cut.content  # the stop string never streamed
+    assert streamed[-1].chunk_position == "last" and streamed[-1].usage_metadata["output_tokens"] == cut.usage_metadata["output_tokens"]
+
+
+@pytest.mark.slow
+def test_async_streaming_reaches_async_callbacks_and_temperature_samples(real_model_dir, real_loaded, tmp_path):
+    import asyncio
+
+    import torch
+    from langchain_core.callbacks import AsyncCallbackHandler
+
+    from lift_tool.config import Settings
+    from lift_tool.lift import Lift
+
+    class Collect(AsyncCallbackHandler):
+        def __init__(self):
+            self.tokens: list[str] = []
+            self.loops: set = set()
+
+        async def on_llm_new_token(self, token, **kwargs):
+            self.tokens.append(token)
+            self.loops.add(asyncio.get_running_loop())
+
+    lift = Lift(Settings(model=str(real_model_dir), home=tmp_path / "home", device="cpu"), model=real_loaded)
+    model = LiftChatModel(lift=lift, mode="base", max_tokens=16)
+    handler = Collect()
+
+    async def run():
+        chunks = [chunk async for chunk in model.astream("Say hello to the sea.", config={"callbacks": [handler]})]
+        return chunks, asyncio.get_running_loop()
+
+    chunks, loop = asyncio.run(run())
+    text = "".join(chunk.content for chunk in chunks)
+    assert text and "".join(handler.tokens) == text  # every piece reached the async handler
+    assert handler.loops == {loop}  # on the caller's event loop, not a sync copy of the manager in a thread
+    assert text == model.invoke("Say hello to the sea.").content  # greedy by default
+
+    hot = LiftChatModel(lift=lift, mode="base", max_tokens=24, temperature=1.5)
+    replies = set()
+    for seed in range(3):
+        torch.manual_seed(seed)
+        replies.add(hot.invoke("Write a line about the sea.").content)
+    assert len(replies) > 1  # sampled
