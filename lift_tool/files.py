@@ -1,7 +1,9 @@
-"""File helpers every layer may use (a leaf, like ``errors``): atomic writes, JSON files and process liveness."""
+"""File helpers every layer may use (a leaf, like ``errors``): atomic writes, JSON files, process liveness, and why a
+folder cannot be written."""
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
@@ -101,3 +103,45 @@ def lock_is_held(path: Path) -> bool:
     finally:
         os.close(handle)  # drops our own shared lock at once
     return False
+
+
+MIN_FREE_BYTES = 2**20  # a disk with less free space than this is full for lift-tool's writes
+
+
+def write_problem(path: Path, err: BaseException | None = None, ask_filesystem: bool = True) -> str | None:
+    """Why writing under ``path`` failed, in words that say what to do, when the cause is the disk: full, read-only,
+    or not writable by this user; None when it is something else.
+
+    The error is read first (its errno, then its words: SQLite and Chroma name a full disk in their messages); with
+    ``ask_filesystem`` the filesystem itself is asked next (free space, read-only flag, permission), for errors
+    that do not say, such as SQLite's "disk I/O error" on a full disk or "unable to open database file" on a
+    read-only one.
+    """
+    path = Path(path)
+    code = getattr(err, "errno", None)
+    words = str(err or "").lower()
+    full = (f"no space left on the disk that holds {path}: free some space, then run the command again")
+    read_only = f"{path} is on a read-only filesystem: make it writable, or set LIFT_HOME to a folder on a writable disk"
+    denied = f"{path} is not writable by this user: change its permissions, or set LIFT_HOME to a folder you can write"
+    if code in (errno.ENOSPC, errno.EDQUOT) or any(w in words for w in ("disk is full", "no space left", "os error 28")):
+        return full
+    if code == errno.EROFS or any(w in words for w in ("read-only file system", "os error 30")):
+        return read_only
+    if code in (errno.EACCES, errno.EPERM):
+        return denied
+    if not ask_filesystem:
+        return None
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        disk = os.statvfs(existing)
+    except OSError:
+        return None
+    if disk.f_flag & os.ST_RDONLY:
+        return read_only
+    if disk.f_bavail * disk.f_frsize < MIN_FREE_BYTES or (disk.f_files and not disk.f_favail):
+        return full
+    if not os.access(existing, os.W_OK):
+        return denied
+    return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import hashlib
 import io
 import json
 import multiprocessing
@@ -17,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers_disk import run_on_small_disk
 from helpers_adapters import (
     SETTINGS_A,
     SETTINGS_B,
@@ -334,7 +336,6 @@ FULL_DISK_SCRIPT = textwrap.dedent(
     """
     import json, os, shutil, sys
     from pathlib import Path
-    sys.path[:0] = [sys.argv[3], sys.argv[4]]
     from helpers_adapters import copy_adapter_files, doc_id_for, store_adapter, write_manifest, tree_bytes
     from lift_tool.errors import StorageError
     from lift_tool.memory.registry import Registry
@@ -378,26 +379,7 @@ FULL_DISK_SCRIPT = textwrap.dedent(
 def test_full_disk_on_a_real_small_filesystem(tmp_path, lora_a):
     """A real tmpfs of 1 MiB, mounted in a private user+mount namespace (no root needed where user namespaces
     are allowed; skipped where they are not)."""
-    if shutil.which("unshare") is None:
-        pytest.skip("unshare is not available")
-    mount = tmp_path / "small-disk"
-    mount.mkdir()
-    script = tmp_path / "full_disk.py"
-    script.write_text(FULL_DISK_SCRIPT)
-    tests_dir = Path(__file__).parent
-    command = (
-        f"mount -t tmpfs -o size=1m tmpfs {mount} && "
-        f"{sys.executable} {script} {mount} {lora_a} {tests_dir} {tests_dir.parent}"
-    )
-    done = subprocess.run(
-        ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", command],
-        capture_output=True, text=True, timeout=300,
-    )
-    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-    if not lines and ("unshare" in done.stderr or "mount" in done.stderr) and "Traceback" not in done.stderr:
-        pytest.skip(f"cannot mount a private tmpfs here: {done.stderr.strip()}")
-    assert lines, done.stderr
-    result = json.loads(lines[0][len("RESULT "):])
+    result = run_on_small_disk(FULL_DISK_SCRIPT, tmp_path, "1m", (str(lora_a),))
     assert result["filled"] == errno.ENOSPC
     assert result["error"] and "no space left on the disk" in result["error"]
     assert result["adapters_after_failure"] == [result["kept_key"]]
@@ -405,6 +387,71 @@ def test_full_disk_on_a_real_small_filesystem(tmp_path, lora_a):
     assert result["kept_intact"]
     assert result["retry"] != result["kept_key"]
     assert result["verify_ok"] and result["staging_left"] == []
+
+
+UNWRITABLE_DISK_SCRIPT = textwrap.dedent(
+    """
+    import json, subprocess, sys
+    from pathlib import Path
+    from helpers_adapters import doc_id_for
+    from lift_tool.errors import LiftError
+    from lift_tool.memory.registry import Registry
+
+    mount = Path(sys.argv[1])
+    registry = Registry(mount / "home")
+    registry.add_document(doc_id_for("kept " * 50), "Kept", "kept " * 50, tokens=50)
+    new = "new " * 50_000
+
+    def write_into_staging():
+        with registry.staging() as folder:
+            (folder / "adapter_model.safetensors").write_bytes(b"x" * 2_000_000)
+
+    attempts = {
+        "list": registry.list_documents,
+        "add": lambda: registry.add_document(doc_id_for(new), "New", new, tokens=3),
+        "forget": lambda: registry.remove("Kept"),
+        "verify": registry.verify,
+        "save into staging": write_into_staging,
+    }
+
+    def errors():
+        found = {}
+        for name, attempt in attempts.items():
+            try:
+                attempt()
+                found[name] = None
+            except LiftError as err:
+                found[name] = str(err)
+            except Exception as err:
+                found[name] = f"raw {type(err).__name__}: {err}"
+        return found
+
+    result = {}
+    with open(mount / "filler", "wb", buffering=0) as filler:  # take every free block
+        try:
+            while True:
+                filler.write(b"x" * 4096)
+        except OSError:
+            pass
+    result["full"] = errors()
+    (mount / "filler").unlink()
+    subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)
+    result["read-only"] = errors()
+    print("RESULT " + json.dumps(result))
+    """
+)
+
+
+@pytest.mark.integration
+def test_a_full_or_read_only_disk_is_named_as_the_cause(tmp_path):
+    """On a real full disk SQLite says "disk I/O error", on a read-only one "unable to open database file": the
+    messages said "try again" (or let a raw OSError through), where the cause is the disk."""
+    result = run_on_small_disk(UNWRITABLE_DISK_SCRIPT, tmp_path, "1m")
+    for name, message in result["full"].items():
+        assert message and "no space left on the disk that holds" in message, (name, message)
+    assert result["read-only"].pop("list") in (None, result["read-only"]["add"])  # reading may work
+    for name, message in result["read-only"].items():
+        assert message and "is on a read-only filesystem" in message, (name, message)
 
 
 # ------------------------------------------------------------------------------- damage and repair
@@ -584,6 +631,17 @@ def test_lift_verify_repair_rebuilds_and_says_what_it_left(registry, lora_a, tmp
     assert lift("verify").stdout.strip() == "memory is intact"
 
 
+def test_lift_verify_repair_exits_non_zero_when_a_problem_is_left(registry, lora_a):
+    """A document whose text file is gone cannot be mended by repair (only adding the document again can): repair
+    listed it among what it had repaired, and `lift verify --repair` exited 0 with the problem left."""
+    alpha = store_adapter(registry, lora_a, TEXT_A, "Alpha", BASE)
+    registry.text_path(alpha.doc_id).unlink()
+    done = subprocess.run([sys.executable, "-m", "lift_tool.cli", "--home", str(registry.home), "verify", "--repair"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert f"left: kept document {alpha.doc_id[:12]} without its text: add the document again" in done.stdout
+
+
 def test_repair_keeps_an_adapter_whose_text_does_not_match_its_document(registry, lora_a, tmp_path):
     alpha = store_adapter(registry, lora_a, TEXT_A, "Alpha", BASE)
     for name in os.listdir(registry.home):
@@ -642,6 +700,19 @@ def test_memory_folder_removed_under_a_live_registry(registry, lora_a, lift_home
     with pytest.raises(StorageError):
         with registry.staging():
             pass
+
+
+def test_a_document_forgotten_meanwhile_is_said_to_be_forgotten_not_damaged(registry, lora_a):
+    """A reader that found a document just before another process forgot it was told that its adapter is damaged
+    and to run repair."""
+    alpha = store_adapter(registry, lora_a, TEXT_A, "Alpha", BASE)
+    forget = f"from lift_tool.memory.registry import Registry; Registry({str(registry.home)!r}).remove('Alpha')"
+    subprocess.run([sys.executable, "-c", forget], check=True, timeout=60)
+    for read in (registry.check_intact, registry.read_intact):
+        with pytest.raises(UnknownDocumentError, match="'Alpha' was forgotten meanwhile"):
+            read(alpha)
+    with pytest.raises(UnknownDocumentError, match="was forgotten meanwhile"):
+        registry.document_text(alpha.doc_id)
 
 
 def test_damaged_index_is_a_clear_error(registry, lora_a):
@@ -846,6 +917,42 @@ def test_importing_something_else_is_a_clear_error(registry, tmp_path):
         registry.import_archive(not_an_archive)
     with pytest.raises(InputError, match="archive not found"):
         registry.import_archive(tmp_path / "missing.tar.gz")
+
+
+def test_an_archive_that_cannot_be_read_is_blamed_not_the_memory_folder(registry, lora_a, tmp_path):
+    """A folder, a pipe, or a truncated file given as the archive, or an archive whose adapter has a manifest that is
+    not one: the errors said the memory folder could not be used (or named a folder inside it)."""
+    entry = store_adapter(registry, lora_a, TEXT_A, "Alpha", BASE)
+    archive = registry.export("Alpha", tmp_path / "alpha.tar.gz")
+    truncated = tmp_path / "cut.tar.gz"
+    truncated.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
+    folder = tmp_path / "folder.tar.gz"
+    folder.mkdir()
+    pipe = tmp_path / "pipe.tar.gz"
+    os.mkfifo(pipe)  # opening it would wait for a writer forever
+    manifest_name = f"adapters/{entry.key}/lift_manifest.json"
+    checksums_name = f"adapters/{entry.key}/checksums.json"
+    bad_manifest = b'{"not": "a manifest"}'
+
+    def break_the_manifest(member, data):  # with checksums that match, so that the manifest itself is read
+        if member.name == manifest_name:
+            data = bad_manifest
+        elif member.name == checksums_name:
+            checksums = json.loads(data)
+            checksums["files"]["lift_manifest.json"] = hashlib.sha256(bad_manifest).hexdigest()
+            data = json.dumps(checksums).encode()
+        member.size = len(data)
+        return member, data
+
+    broken = tmp_path / "broken.tar.gz"
+    _rewrite_archive(archive, broken, break_the_manifest)
+    fresh = Registry(tmp_path / "fresh-home")
+    for bad in (truncated, folder, pipe, broken):
+        with pytest.raises(LiftError) as caught:
+            fresh.import_archive(bad)
+        assert not isinstance(caught.value, StorageError)
+        assert str(bad) in str(caught.value) and str(fresh.home) not in str(caught.value), str(caught.value)
+    assert fresh.list_documents() == [] and list(fresh.staging_dir.iterdir()) == []
 
 
 # ---------------------------------------------------------------------------------------- processes

@@ -7,19 +7,19 @@ written into a memory.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import io
 import json
 import os
 import re
 import secrets
-import shutil
+import stat
 import tarfile
 import time
 import zlib
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from lift_tool.errors import CorruptAdapterError, InputError
 from lift_tool.memory.registry.commit import Staged, prepare
@@ -96,7 +96,7 @@ def read_archive(file: Path, unpacked: Path, max_bytes: int = ARCHIVE_MAX_BYTES,
         problem = checksum_problem(folder)
         if problem is not None:
             raise CorruptAdapterError(f"the adapter {where} in the archive is damaged ({problem}): export it again")
-        item = prepare(folder)
+        item = prepare(folder, where)
         if item.key != key or item.manifest.doc_id != doc_id:
             raise CorruptAdapterError(f"the adapter {where} does not belong to this document: export it again")
         staged.append(item)
@@ -129,16 +129,28 @@ def _add_bytes(archive: tarfile.TarFile, name: str, data: bytes) -> None:
 def _unpack_safely(file: Path, target: Path, max_bytes: int, max_files: int) -> None:
     """Unpack an exported archive into ``target``, refusing any member that is not a plain file at an
     expected place (the index, the text, ``adapters/<key>/<file>``), and an archive over the limits (checked on
-    each member's header, before its bytes are written)."""
+    each member's header, before its bytes are written).
+
+    What goes wrong reading the archive is the archive's fault (an InputError that names it); what goes wrong
+    writing into ``target`` is the memory folder's (an OSError, which the registry reports as such).
+    """
     try:
-        size = file.stat().st_size
+        info = file.stat()
+        if not stat.S_ISREG(info.st_mode):  # checked before opening: opening a pipe waits for a writer
+            raise InputError(f"{file} is not a regular file (a folder, a device or a pipe): give the archive that "
+                             "`lift export` wrote")
+        handle = open(file, "rb")
     except FileNotFoundError:
         raise InputError(f"archive not found: {file}") from None
-    limit = min(max_bytes, ARCHIVE_MAX_RATIO * size + ARCHIVE_RATIO_SLACK)
+    except OSError as err:
+        raise InputError(f"cannot read the archive {file} ({err.strerror or err}): check the file") from None
+    limit = min(max_bytes, ARCHIVE_MAX_RATIO * info.st_size + ARCHIVE_RATIO_SLACK)
     unpacked = 0
-    try:
-        with tarfile.open(file, "r:gz") as archive:
-            for count, member in enumerate(archive, start=1):
+    with handle:
+        with _reading(file):
+            archive = tarfile.open(fileobj=handle, mode="r:gz")
+        with archive:
+            for count, member in enumerate(_members(archive, file), start=1):
                 unpacked += member.size
                 if count > max_files or unpacked > limit:
                     over = f"more than {max_files:,} files" if count > max_files else (
@@ -154,10 +166,32 @@ def _unpack_safely(file: Path, target: Path, max_bytes: int, max_files: int) -> 
                     )
                 destination = target / name
                 destination.parent.mkdir(parents=True, exist_ok=True)
-                source = archive.extractfile(member)
+                with _reading(file):
+                    source = archive.extractfile(member)
                 with open(destination, "wb") as out:
-                    shutil.copyfileobj(source, out)
-    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as err:
+                    while True:
+                        with _reading(file):
+                            chunk = source.read(1 << 20)
+                        if not chunk:
+                            break
+                        out.write(chunk)
+
+
+@contextmanager
+def _reading(file: Path) -> Iterator[None]:
+    """Reading the archive: an unreadable or damaged one is an InputError that names it."""
+    try:
+        yield
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as err:  # gzip.BadGzipFile is an OSError
         raise InputError(f"{file} is not a readable lift memory archive ({err}): export it again with `lift export`") from None
-    except FileNotFoundError:
-        raise InputError(f"archive not found: {file}") from None
+
+
+def _members(archive: tarfile.TarFile, file: Path) -> Iterator[tarfile.TarInfo]:
+    """The archive's members, read one at a time (each read may fail: see :func:`_reading`)."""
+    members = iter(archive)
+    while True:
+        with _reading(file):
+            member = next(members, None)
+        if member is None:
+            return
+        yield member

@@ -93,9 +93,10 @@ def inside_staging(layout: Layout, folder: Path) -> Iterator[Path]:
         yield folder
 
 
-def prepare(folder: Path) -> Staged:
-    """Check a staged adapter folder and write its checksums.json (outside the lock: it reads every byte)."""
-    where = str(folder)
+def prepare(folder: Path, where: str | None = None) -> Staged:
+    """Check a staged adapter folder and write its checksums.json (outside the lock: it reads every byte).
+    ``where`` names the folder in messages (default: its path)."""
+    where = where or str(folder)
     if not folder.is_dir():
         raise CorruptAdapterError(f"the staged adapter folder {folder} does not exist (was the memory folder removed?)")
     manifest = Manifest.read(folder, where)

@@ -167,10 +167,8 @@ def _repair(layout: Layout, report: VerifyReport, prune: bool, explained: dict[s
     for name in report.stale_staging:
         _remove_path(layout.staging_dir / name)
         report.repaired.append(f"removed staging/{name} (interrupted add)")
-    if report.missing_texts:
-        report.repaired.append(
-            f"left {len(report.missing_texts)} document(s) without text as they are: add them again to restore it"
-        )
+    report.left += [f"kept document {doc_id[:SHORT_ID]} without its text: add the document again to restore it"
+                    for doc_id in report.missing_texts]
 
 
 def _prune_or_keep(report: VerifyReport, path: Path, prune: bool, why_kept: str) -> None:

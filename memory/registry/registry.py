@@ -3,7 +3,6 @@ and the one place that turns raw sqlite3/OS failures into a :class:`StorageError
 
 from __future__ import annotations
 
-import errno
 import functools
 import sqlite3
 from contextlib import ExitStack, contextmanager
@@ -18,6 +17,7 @@ from lift_tool.errors import (
     StorageError,
     UnknownDocumentError,
 )
+from lift_tool.files import write_problem
 from lift_tool.memory.registry import archives, commit, index, maintenance
 from lift_tool.memory.registry.entries import SHORT_ID, AdapterEntry, DocumentEntry
 from lift_tool.memory.registry.integrity import WEIGHTS_FILE, checksum_problem
@@ -26,16 +26,15 @@ from lift_tool.memory.registry.maintenance import VerifyReport
 
 
 def _storage_message(home: Path, err: BaseException) -> str:
-    if isinstance(err, OSError) and err.errno == errno.ENOSPC:
-        return f"no space left on the disk that holds {home}: free some space and try again"
-    if isinstance(err, sqlite3.OperationalError) and "full" in str(err):
-        return f"no space left on the disk that holds {home}: free some space and try again"
     if isinstance(err, TimeoutError):  # filelock.Timeout
         return f"another lift process has been writing to {home} for too long: wait for it to finish, then try again"
     if isinstance(err, sqlite3.OperationalError) and "locked" in str(err):
         return f"the memory index in {home} stayed locked by another lift process: try again when it has finished"
+    problem = write_problem(home, err)  # a full, read-only or forbidden disk, whatever the error calls it
+    if problem is not None:
+        return problem
     if isinstance(err, sqlite3.DatabaseError) and ("not a database" in str(err) or "malformed" in str(err)):
-        return f"the memory index {home / 'registry.sqlite'} is damaged ({err}): move it away and absorb the documents again"
+        return f"the memory index {home / 'registry.sqlite'} is damaged ({err}): move it away and run `lift verify --repair`"
     if isinstance(err, sqlite3.Error):
         return f"could not use the memory index {home / 'registry.sqlite'} ({err}): try again"
     return f"could not use the memory folder {home} ({err}): check that it exists and is writable"
@@ -89,10 +88,14 @@ class Registry(Layout):
         try:
             return self.text_path(doc_id).read_text(encoding="utf-8")
         except FileNotFoundError:
-            raise UnknownDocumentError(
-                f"the text of document {doc_id[:SHORT_ID]} is not stored: add the document again "
-                "(`lift verify` lists what is missing)"
-            ) from None
+            pass
+        with self.connect() as conn:
+            known = index.has_document(conn, doc_id)
+        if not known:
+            raise UnknownDocumentError(f"document {doc_id[:SHORT_ID]} was forgotten meanwhile (by another lift process "
+                                       "or thread): add it again to use it")
+        raise UnknownDocumentError(f"the text of document {doc_id[:SHORT_ID]} is not stored: add the document again "
+                                   "(`lift verify` lists what is missing)")
 
     @_clear_errors
     def get_document(self, doc_id: str) -> DocumentEntry | None:
@@ -139,7 +142,15 @@ class Registry(Layout):
         except (OSError, TimeoutError) as err:
             raise StorageError(_storage_message(self.home, err)) from err
         with held:
-            yield folder
+            try:
+                yield folder
+            except LiftError:
+                raise
+            except Exception as err:  # what the caller writes here fails on a full or read-only disk: say so
+                problem = write_problem(self.home, err, ask_filesystem=False)
+                if problem is None:
+                    raise
+                raise StorageError(problem) from err
 
     @_clear_errors
     def add_adapter(self, staged_folder: Path | str, text: str | None = None) -> AdapterEntry:
@@ -199,23 +210,37 @@ class Registry(Layout):
     @_clear_errors
     def check_intact(self, entry: AdapterEntry) -> None:
         """Recompute an adapter's checksums before it is loaded; raise CorruptAdapterError if they differ."""
-        self._raise_if_damaged(entry, checksum_problem(entry.path))
+        self._check(entry)
 
     @_clear_errors
     def read_intact(self, entry: AdapterEntry, name: str = WEIGHTS_FILE) -> bytes:
         """Check all of an adapter's files like :meth:`check_intact` and return the bytes of one of them, read
         once: what the caller loads is exactly what was checked."""
         keep = {name: b""}
-        self._raise_if_damaged(entry, checksum_problem(entry.path, keep))
+        self._check(entry, keep)
         return keep[name]
 
-    @staticmethod
-    def _raise_if_damaged(entry: AdapterEntry, problem: str | None) -> None:
-        if problem is not None:
-            raise CorruptAdapterError(
-                f"adapter for '{entry.title}' is damaged ({problem}): run `lift verify --repair` and absorb the "
-                "document again"
-            )
+    def _check(self, entry: AdapterEntry, keep: dict[str, bytes] | None = None) -> None:
+        """Raise CorruptAdapterError if the adapter's files do not match their checksums, unless they are gone
+        because its document was forgotten (or the adapter removed) meanwhile: that is no damage, and said so."""
+        try:
+            problem = checksum_problem(entry.path, keep)
+        except FileNotFoundError:
+            problem = "a file vanished while it was read"
+        if problem is None:
+            return
+        with self.connect() as conn:
+            document = index.document(conn, entry.doc_id, self.adapters_dir)
+        if document is None:
+            raise UnknownDocumentError(f"'{entry.title}' was forgotten meanwhile (by another lift process or thread): "
+                                       "absorb it again to use it")
+        if all(adapter.key != entry.key for adapter in document.adapters):
+            raise UnknownDocumentError(f"the adapter of '{entry.title}' was removed meanwhile (by `lift verify "
+                                       "--repair` or another lift process): absorb the document again to use it")
+        raise CorruptAdapterError(
+            f"adapter for '{entry.title}' is damaged ({problem}): run `lift verify --repair` and absorb the "
+            "document again"
+        )
 
     # ---- removal and repair
 
