@@ -156,7 +156,7 @@ class FakeLift:
     calls: list = []
     interrupt_after: int | None = None
 
-    def __init__(self, settings=None, model=None):
+    def __init__(self, settings=None, model=None, host=None):
         self.settings = settings
 
     def absorb(self, source, title=None, budget_seconds=None, progress=True, on_step=None, qa_generator=None,
@@ -249,7 +249,7 @@ def test_report_and_plot_written(tmp_path, fake_lift, tiny_settings):
     run_evaluation(tiny_settings, data, ["base", "context"], out, progress=False, limit_questions=3)
     report = (out / "report.md").read_text()
     assert "| context | 3 | 100.0 |" in report and "| base | 3 | 0.0 |" in report
-    assert (out / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not (out / "plot.png").exists()  # 3 questions a method: too few for a figure (tests/test_plot.py draws one)
     row = json.loads((out / "results.json").read_text())[0]
     assert {"doc_id", "question", "method", "prediction", "answers", "unanswerable", "score", "latency_s"} <= set(row)
 
@@ -303,7 +303,7 @@ def test_lift_eval_end_to_end_on_the_tiny_model(tmp_path, tiny_model_dir, lift_h
     assert all(r["latency_s"] > 0 for r in rows)
     documents = json.loads((out / "documents.json").read_text())
     assert documents["harrowmere"]["steps"] >= 1 and not documents["harrowmere"]["cached"]
-    assert (out / "memory" / "chroma").is_dir() and (out / "plot.png").is_file()
+    assert (out / "memory" / "chroma").is_dir() and not (out / "plot.png").exists()  # 2 questions: no figure
     report = (out / "report.md").read_text()
     for method in ("base", "context", "rag", "lift", "lift+rag"):
         assert f"| {method} | 2 |" in report

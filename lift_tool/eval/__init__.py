@@ -13,7 +13,7 @@ Written into the output folder:
                   latency_s`` and the separate metrics)
   report.md       per method: token F1 / exact match (extractive and free-form answers), accuracy (multiple
                   choice), abstention on unanswerable questions, seconds per question, absorption, peak memory
-  plot.png        quality against cost per question, per method
+  plot.png        quality against cost per question, per method (where 10+ questions measure it)
   memory/         the LIFT home of the run (registry, adapters, Chroma): a resumed run reuses its adapters
 
 The parts: ``data`` (the question sets), ``scoring`` (a row's metrics), ``meter`` (peak memory), ``methods``,

@@ -95,7 +95,7 @@ def write_outputs(out_dir: Path, rows: list[dict], documents: dict[str, dict], s
     (out_dir / "report.md").write_text(render_report(rows, documents, summary, settings, data_path, label), encoding="utf-8")
     if summary:
         try:
-            plot(summary, out_dir / "plot.png", title=label or Path(data_path).name)
+            plot(summary, out_dir / "plot.png", title=label or Path(data_path).name, rows=rows)
         except ImportError:
             print("lift eval: warning: matplotlib is not installed, so no plot.png (pip install matplotlib)",
                   file=sys.stderr)
