@@ -14,8 +14,13 @@ from the findings (a 135M model writes poor prose; the point is the whole flow).
 and write instead: ``build_graph(planner=..., writer=...)``, or ``chat_model: "provider:model"`` in the
 configuration (``init_chat_model``).
 
-Input: ``{"question": "...", "folder": "path/to/documents"}``. Configuration: see ``lift_tool.graphs.Configuration``
-(``max_sub_questions``, ``budget_seconds``, ``route_override``, ...).
+Input: ``{"question": "...", "folder": "path/to/documents"}``. Context (or ``configurable``): see
+``lift_tool.graphs.Configuration`` (``max_sub_questions``, ``budget_seconds``, ``route_override``, ...).
+
+As a subgraph: add the compiled graph as a node of a larger graph whose state has ``question`` and ``folder``
+(and ``report``, ``findings``, ... to receive them): ``parent.add_node("research", build_graph())``. It reads the
+parent's context when that is a ``Configuration`` (or a dict), else ``configurable``; absorption progress from
+ingesting reaches the parent's ``stream(..., stream_mode="custom", subgraphs=True)``.
 """
 
 from __future__ import annotations
@@ -25,11 +30,13 @@ import logging
 import operator
 import re
 from pathlib import Path
-from typing import Annotated, Any, TypedDict
+from typing import Annotated, Any
 
 from langchain_core.messages import HumanMessage, SystemMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END, START, StateGraph
+from langgraph.runtime import Runtime
+from typing_extensions import TypedDict
 
 from lift_tool.documents import DOCUMENT_SUFFIXES
 from lift_tool.errors import LiftError
@@ -92,9 +99,10 @@ def _stop(problem: str) -> dict[str, Any]:
     return {"documents": [], "report": f"No report: {problem}.", "log": [f"error: {problem}"]}
 
 
-def plan(state: ResearchState, config: RunnableConfig, planner: Any = None) -> dict[str, Any]:
+def plan(state: ResearchState, config: RunnableConfig, runtime: Runtime[Configuration], planner: Any = None
+         ) -> dict[str, Any]:
     """Break the question into sub-questions (the question itself first)."""
-    configuration = Configuration.from_runnable_config(config)
+    configuration = Configuration.of(runtime, config)
     question = state["question"].strip()
     n = max(1, configuration.max_sub_questions)
     titles = ", ".join(d["title"] for d in state["documents"] if d.get("doc_id"))
@@ -126,9 +134,9 @@ def split_question(question: str) -> list[str]:
     return [part[0].upper() + part[1:] + "?" for part in parts] if len(parts) > 1 else []
 
 
-def answer(state: ResearchState, config: RunnableConfig) -> dict[str, Any]:
+def answer(state: ResearchState, config: RunnableConfig, runtime: Runtime[Configuration]) -> dict[str, Any]:
     """Answer each sub-question from memory, with the folder's documents it is about."""
-    configuration = Configuration.from_runnable_config(config)
+    configuration = Configuration.of(runtime, config)
     lift = configuration.lift()
     ingested = [d["doc_id"] for d in state["documents"] if d.get("doc_id")]
     findings = []
@@ -146,9 +154,10 @@ def answer(state: ResearchState, config: RunnableConfig) -> dict[str, Any]:
     return {"findings": findings, "log": [f"answered {len(findings)} question(s) from memory"]}
 
 
-def write(state: ResearchState, config: RunnableConfig, writer: Any = None) -> dict[str, Any]:
+def write(state: ResearchState, config: RunnableConfig, runtime: Runtime[Configuration], writer: Any = None
+          ) -> dict[str, Any]:
     """Write the report: by the writer model when there is one, else assembled from the findings."""
-    configuration = Configuration.from_runnable_config(config)
+    configuration = Configuration.of(runtime, config)
     numbers: dict[str, int] = {}  # doc_id -> source number, in order of first citation
     for finding in state["findings"]:
         for source in finding["sources"]:
@@ -203,7 +212,8 @@ def after_ingest(state: ResearchState) -> str:
 def build_graph(checkpointer=None, planner: Any = None, writer: Any = None):
     """The research assistant; ``planner`` and ``writer``: LangChain chat models to use instead of the local
     defaults (or name one with ``chat_model`` in the configuration)."""
-    builder = StateGraph(ResearchState, input_schema=ResearchInput, output_schema=ResearchOutput)
+    builder = StateGraph(ResearchState, input_schema=ResearchInput, output_schema=ResearchOutput,
+                         context_schema=Configuration)
     builder.add_node("ingest", ingest)
     builder.add_node("plan", functools.partial(plan, planner=planner))
     builder.add_node("answer", answer)

@@ -17,7 +17,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from lift_tool.documents import DOCUMENT_SUFFIXES, confine
 from lift_tool.errors import ConfigError, InputError, LiftError
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from lift_tool.documents import Document
     from lift_tool.jobs import AbsorptionJob
     from lift_tool.lift import Lift
+    from lift_tool.training.loop import StepReport
 
 ROUTES = ("context", "absorb", "retrieve")
 ANSWER_ROOM_TOKENS = 256  # prompt wording and the question, besides the answer itself (max_new_tokens)
@@ -144,16 +145,17 @@ def index_routed(lift: "Lift", document: "Document", decision: RouteDecision) ->
     return {"context": "in context", "retrieve": "indexed", "absorb": "indexed"}[decision.route]
 
 
-def absorb_routed(lift: "Lift", document: "Document", decision: RouteDecision, background: bool = False
-                  ) -> tuple[str, str | None, "AbsorptionJob | None"]:
-    """Absorb ``document`` (now, or in a background thread); returns (status, error, job).
+def absorb_routed(lift: "Lift", document: "Document", decision: RouteDecision, background: bool = False,
+                  on_step: "Callable[[StepReport], None] | None" = None) -> tuple[str, str | None, "AbsorptionJob | None"]:
+    """Absorb ``document`` (now, or in a background thread); returns (status, error, job). ``on_step``: called
+    after every training step of an absorption done now (the graphs stream it).
 
     A failed absorption leaves the document indexed for retrieval only, with the error returned.
     """
     if background:
         return "absorbing", None, lift.absorb_in_background(document, budget_seconds=decision.budget_seconds)
     try:
-        lift.absorb(document, budget_seconds=decision.budget_seconds, progress=False)
+        lift.absorb(document, budget_seconds=decision.budget_seconds, progress=False, on_step=on_step)
     except Exception as err:  # noqa: BLE001 - whatever it was, the document stays retrieval-only
         error = str(err) if isinstance(err, LiftError) else f"{type(err).__name__}: {err}"
         _log.warning("absorbing %r failed: %s", document.title, error)

@@ -284,7 +284,7 @@ def test_langgraph_dev_serves_the_graphs(tiny_model_dir, tmp_path):
             time.sleep(1)
 
         client = get_sync_client(url=url)
-        assert {a["graph_id"] for a in client.assistants.search()} == {"router", "doc_qa", "research_assistant"}
+        assert {a["graph_id"] for a in client.assistants.search()} == {"router", "doc_qa", "research_assistant", "memory"}
         routed = client.runs.wait(None, "router", input={"source": NOTE},
                                   config={"configurable": {"measure_throughput": False}})
         assert routed["route"] == "context" and routed["status"] == "in context"
