@@ -1,4 +1,5 @@
-"""LangChain's own standard tests (the ``langchain-tests`` package) for ``LiftChatModel`` and the four tools.
+"""LangChain's own standard tests (the ``langchain-tests`` package) for ``LiftChatModel``, the four tools and
+``LiftRetriever``.
 
 The unit tests build the classes without a model; the integration tests run them on the bundled model
 (SmolLM2-135M) with a memory in a temporary folder, so they are marked ``slow``. Tests that do not apply are
@@ -11,10 +12,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from langchain_tests.integration_tests import ChatModelIntegrationTests, ToolsIntegrationTests
+from langchain_tests.integration_tests import ChatModelIntegrationTests, RetrieversIntegrationTests, ToolsIntegrationTests
 from langchain_tests.unit_tests import ChatModelUnitTests, ToolsUnitTests
 
 from lift_tool.chat_model import LiftChatModel
+from lift_tool.retriever import LiftRetriever
 from lift_tool.tool import AbsorbDocument, ForgetDocument, ListDocuments, LiftMemory
 
 NOTE = ("# The Bellmoor lighthouse\n\nThe Bellmoor lighthouse stands on Gull Rock. It was built in 1901 by the "
@@ -33,6 +35,9 @@ def real_lift(real_model_dir, real_loaded, tmp_path_factory):
     lift = Lift(Settings(model=str(real_model_dir), home=home, device="cpu", cache_dir=home / "cache"),
                 model=real_loaded)
     lift.index(NOTE)
+    from lift_tool.sample import sample_document_path
+
+    lift.index(sample_document_path())  # many chunks, for the retriever's tests of k
     return lift
 
 
@@ -178,3 +183,20 @@ class TestForgetDocumentStandardIntegration(_OnTheRealModel, ToolsIntegrationTes
     def tool_invoke_params_example(self) -> dict:
         self.lift.index(FORGETTABLE)  # stored again before each call, so that every call forgets something
         return {"document": "Forgettable note"}
+
+
+# -------------------------------------------------------------------------------------------- retriever
+
+
+class TestLiftRetrieverStandardIntegration(_OnTheRealModel, RetrieversIntegrationTests):
+    @property
+    def retriever_constructor(self):
+        return LiftRetriever
+
+    @property
+    def retriever_constructor_params(self) -> dict:
+        return {"lift": self.lift}
+
+    @property
+    def retriever_query_example(self) -> str:
+        return "Who founded Harrowmere?"
