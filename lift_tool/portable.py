@@ -76,6 +76,10 @@ def model_card(manifest: "Manifest", config: dict, base_name: str, folder_name: 
         f"- {manifest.qa_pairs} synthetic questions, {manifest.unanswerable_pairs} unanswerable ones; final loss "
         f"{manifest.losses.get('final') if isinstance(manifest.losses, dict) else None}",
     ]
+    coverage = getattr(manifest, "coverage", None)  # recorded by newer versions
+    if isinstance(coverage, (int, float)) and not isinstance(coverage, bool):
+        settings.append(f"- covers {coverage:.0%} of the document"
+                        + (" (training was cut at its time budget)" if coverage < 1 else ""))
     rank = config.get("r") or 16
     return f"""---
 base_model: {base_name}
