@@ -1,6 +1,6 @@
 """lift-tool: parametric memory for long documents (LIFT: Long Input Fine-Tuning).
 
-    from lift_tool import Lift, LiftMemory, LiftToolkit, LiftChatModel, Settings
+    from lift_tool import Lift, LiftMemory, LiftToolkit, LiftChatModel, LiftRetriever, LiftStore, Settings
 
 Importing this package is cheap: each public name loads its module (and torch, transformers, LangChain) only
 when it is first used.
@@ -17,6 +17,8 @@ _EXPORTS = {
     "LiftMemory": "lift_tool.tool",
     "LiftToolkit": "lift_tool.tool",
     "LiftChatModel": "lift_tool.chat_model",
+    "LiftRetriever": "lift_tool.retriever",
+    "LiftStore": "lift_tool.store",
     "Settings": "lift_tool.config",
     "load_settings": "lift_tool.config",
 }
