@@ -127,6 +127,27 @@ def test_budget_stops_early_and_keeps_what_was_learnt(tiny_loaded, tiny_settings
     assert (tmp_path / "a" / "adapter_model.safetensors").is_file()
 
 
+def test_an_adapter_cut_by_its_budget_records_the_share_of_the_document_it_covered(tiny_loaded, tiny_settings,
+                                                                                   tmp_path):
+    import time
+
+    text = "# Ledger\n\n" + " ".join(f"Clerk {n} of Brimley kept ledger number {n * 7} in cabinet {n % 9}."
+                                     for n in range(60))
+    # One question per example and nothing else, so each step teaches a sentence or two; 2 s per step, so the
+    # 20 s budget ends it after at most 10 steps of hundreds, on any machine.
+    mix = tiny_settings.training.mix.model_copy(update={"segments": 0, "contextual": 0, "qa_long": 0})
+    settings = _settings(tiny_settings, epochs=1, batch_tokens=96, budget_seconds=20, min_steps=0,
+                         qa_per_conversation=1, mix=mix)
+    slow_steps = lambda report: time.sleep(2)  # noqa: E731
+    manifest = absorb(make_document(text), tiny_loaded, settings, tmp_path / "a", progress=False, on_step=slow_steps)
+    assert manifest.stopped_by_budget and 0 < manifest.coverage < 1
+
+
+def test_a_whole_absorption_covers_every_sentence_its_plan_teaches(tiny_loaded, tiny_settings, tmp_path):
+    manifest = absorb(make_document(TEXT), tiny_loaded, _settings(tiny_settings), tmp_path / "a", progress=False)
+    assert not manifest.stopped_by_budget and manifest.coverage == 1.0
+
+
 def test_budget_too_small_for_one_step(tiny_loaded, tiny_settings, tmp_path):
     settings = _settings(tiny_settings, budget_seconds=1e-6)
     with pytest.raises(BudgetError, match="too small"):

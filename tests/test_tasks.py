@@ -70,3 +70,16 @@ def test_batches_respect_the_token_budget(builder):
     for batch in batches(examples, 1024, random.Random(0)):
         assert len(batch) == 1 or max(len(e) for e in batch) * len(batch) <= 1024
     assert sum(len(b) for b in batches(examples, 1024, random.Random(0))) == len(examples)
+
+
+def test_examples_name_the_sentences_they_teach_and_coverage_counts_them(builder):
+    from lift_tool.training.tasks import coverage
+
+    examples = builder.epoch(random.Random(0))
+    every_sentence = {sentence.index for sentence in builder.sentences}
+    for example in examples:
+        assert example.sentences and example.sentences <= every_sentence, example.kind
+    plan = [[example] for example in examples]
+    assert coverage(plan, len(plan)) == 1.0
+    assert coverage(plan, 0) == 0.0
+    assert 0 < coverage(plan, 1) < 1  # one example teaches a few sentences

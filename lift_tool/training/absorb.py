@@ -27,11 +27,12 @@ from lift_tool.memory.manifest import Manifest
 from lift_tool.models import LoadedModel
 from lift_tool.training import loop
 from lift_tool.training.backend import AdaptedModel, TrainingBackend, choose_backend, make_backend
+from lift_tool.training.layer_cache import FrozenLayerCache
 from lift_tool.training.loop import LoopResult, StepReport
 from lift_tool.training.precision import cpu_training_numerics, training_precision
 from lift_tool.training.questions import QAPair
 from lift_tool.training.recipe import generate_qa, settings_for_model
-from lift_tool.training.tasks import Example, TaskBuilder, batches
+from lift_tool.training.tasks import Example, TaskBuilder, batches, coverage
 
 
 @dataclass
@@ -129,9 +130,14 @@ def train(model: AdaptedModel, plan: Plan, loaded: LoadedModel, started: float, 
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=training.learning_rate, weight_decay=training.weight_decay)
     pad_id = loaded.tokenizer.pad_token_id
+    body = model.get_base_model().base_model
+    first_adapted = plan.settings.lora.adapted_layers(len(getattr(body, "layers", [])))[0]
+    cache = None
+    if training.frozen_layer_cache_mb > 0 and FrozenLayerCache.applies(body, first_adapted):
+        cache = FrozenLayerCache(body, first_adapted, plan.micro_batches, training.frozen_layer_cache_mb * 2**20)
     with cpu_training_numerics(model.get_base_model(), plan.precision) as autocast:
         return loop.train(model, optimizer, plan.micro_batches, plan.total_steps, training, pad_id, autocast, started,
-                          progress, on_step)
+                          progress, on_step, cache)
 
 
 def save(model: AdaptedModel, plan: Plan, result: LoopResult, document: Document, loaded: LoadedModel,
@@ -158,6 +164,7 @@ def save(model: AdaptedModel, plan: Plan, result: LoopResult, document: Document
         steps=result.steps,
         planned_steps=plan.total_steps,
         stopped_by_budget=result.stopped_by_budget,
+        coverage=round(coverage(plan.micro_batches, result.steps * settings.training.grad_accum), 3),
         tokens_trained=result.tokens,
         tokens_per_second=round(result.tokens / max(result.seconds, 1e-9), 1),
         qa_pairs=sum(pair.answerable for pair in plan.qa_pairs),

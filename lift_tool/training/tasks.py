@@ -5,7 +5,10 @@
                     the loss is on the segment only (LIFT's contextualised training).
 3. ``qa``         - synthetic questions asked closed-book (no document in the prompt), several per
                     conversation; the loss is on the answers only. Includes questions the document does not
-                    answer, answered "The document does not say."
+                    answer, answered "The document does not say." The questions are grouped into
+                    conversations once per document, and every pass repeats the same conversations (in a new
+                    order), so the layers below the adapter see the same input again and their output can be
+                    reused (``layer_cache``).
 4. ``qa_long``    - the same questions with a long window of the surrounding text in the prompt.
 
 Kinds 2 and 4 see long contexts and kinds 1 and 3 short ones: the long/short mix of arXiv 2509.18762, which
@@ -29,11 +32,13 @@ IGNORE = -100  # label value that carries no loss
 
 @dataclass
 class Example:
-    """One training example: token ids and labels (IGNORE where no loss is taken), and its kind."""
+    """One training example: token ids and labels (IGNORE where no loss is taken), its kind, and the sentences of
+    the document it teaches (indices of ``split_sentences``; what an adapter cut short by its budget covered)."""
 
     kind: str
     input_ids: list[int]
     labels: list[int]  # IGNORE where there is no loss
+    sentences: frozenset[int] = frozenset()
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -50,7 +55,7 @@ class TaskPools:
     segments: list[Example] = field(default_factory=list)
     contextual: list[Example] = field(default_factory=list)
     answerable: list[QAPair] = field(default_factory=list)
-    unanswerable: list[QAPair] = field(default_factory=list)
+    conversations: list[Example] = field(default_factory=list)  # closed-book, answerable and unanswerable mixed
     windows: list[str] = field(default_factory=list)  # consecutive stretches of about long_context_tokens
     window_of_sentence: dict[int, int] = field(default_factory=dict)  # evidence sentence -> its window
 
@@ -63,7 +68,10 @@ class TaskBuilder:
         self.title = title
         self.training = training
         self.system = system_prompt([title])
-        self.doc_tokens = tokenizer(text, add_special_tokens=False)["input_ids"]
+        encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=tokenizer.is_fast)
+        self.doc_tokens = encoded["input_ids"]
+        self.token_offsets = encoded.get("offset_mapping")  # character span of each token (fast tokenizers)
+        self.sentences = split_sentences(text)
         self.pools = self._build_pools(text, qa_pairs)
 
     # ------------------------------------------------------------------------------------------ pools
@@ -74,15 +82,35 @@ class TaskBuilder:
         header = self.tokenizer(f"{self.title}\n\n", add_special_tokens=False)["input_ids"]
         for segment in segment_tokens(len(self.doc_tokens), settings.segment_tokens, settings.segment_stride):
             tokens = self.doc_tokens[segment.start : segment.end]
-            pools.segments.append(Example("segments", tokens, list(tokens)))
+            taught = self._sentences_in(segment.start, segment.end)
+            pools.segments.append(Example("segments", tokens, list(tokens), taught))
             context_length = max(0, settings.long_context_tokens - segment.length - len(header))
             before = self.doc_tokens[max(0, segment.start - context_length) : segment.start]
             prompt = header + before
-            pools.contextual.append(Example("contextual", prompt + tokens, [IGNORE] * len(prompt) + tokens))
+            pools.contextual.append(Example("contextual", prompt + tokens, [IGNORE] * len(prompt) + tokens, taught))
         pools.answerable = [pair for pair in qa_pairs if pair.answerable]
-        pools.unanswerable = [pair for pair in qa_pairs if not pair.answerable]
+        pools.conversations = self._closed_book_conversations(pools.answerable, qa_pairs)
         pools.windows, pools.window_of_sentence = self._windows(text)
         return pools
+
+    def _sentences_in(self, first_token: int, end_token: int) -> frozenset[int]:
+        """The sentences that overlap a span of the document's tokens (none known without token offsets)."""
+        if not self.token_offsets or end_token <= first_token:
+            return frozenset()
+        start, end = self.token_offsets[first_token][0], self.token_offsets[end_token - 1][1]
+        return frozenset(sentence.index for sentence in self.sentences if sentence.start < end and sentence.end > start)
+
+    def _closed_book_conversations(self, answerable: list[QAPair], qa_pairs: list[QAPair]) -> list[Example]:
+        """Every answerable question once, with ``mix.unanswerable`` of that many unanswerable ones, shuffled
+        (seeded) and grouped ``qa_per_conversation`` to a chat."""
+        rng = random.Random(self.training.seed)
+        unanswerable = [pair for pair in qa_pairs if not pair.answerable]
+        wanted = min(len(unanswerable), round(self.training.mix.unanswerable * len(answerable)))
+        closed_book = answerable + rng.sample(unanswerable, wanted)
+        rng.shuffle(closed_book)
+        size = self.training.qa_per_conversation
+        return [self.conversation(closed_book[first : first + size], context=None)
+                for first in range(0, len(closed_book), size)]
 
     def _windows(self, text: str) -> tuple[list[str], dict[int, int]]:
         """Cut the text at sentence boundaries into stretches of about ``long_context_tokens`` tokens; a
@@ -92,7 +120,7 @@ class TaskBuilder:
         windows: list[str] = []
         window_of_sentence: dict[int, int] = {}
         start = None
-        for sentence in split_sentences(text):
+        for sentence in self.sentences:
             if start is None:
                 start = sentence.start
             elif sentence.end - start > max_chars:
@@ -112,19 +140,14 @@ class TaskBuilder:
         pools = self.pools
         examples = _draw(pools.segments, mix.segments, rng) + _draw(pools.contextual, mix.contextual, rng)
 
-        closed_book = _draw(pools.answerable, mix.qa, rng)
-        n_unanswerable = round(mix.unanswerable * len(closed_book))
-        closed_book += _draw(pools.unanswerable, n_unanswerable / max(1, len(pools.unanswerable)), rng)
-        rng.shuffle(closed_book)
-        per_conversation = self.training.qa_per_conversation
-        for first in range(0, len(closed_book), per_conversation):
-            examples.append(self.conversation(closed_book[first : first + per_conversation], context=None))
+        examples += _draw(pools.conversations, mix.qa, rng)
 
         # Questions with their window in the prompt, several per window so the long prompt is paid for once.
         by_window: dict[int, list[QAPair]] = {}
         for pair in _draw(pools.answerable, mix.qa_long, rng):
             if pair.sentence in pools.window_of_sentence:
                 by_window.setdefault(pools.window_of_sentence[pair.sentence], []).append(pair)
+        per_conversation = self.training.qa_per_conversation
         for window, pairs in by_window.items():
             for first in range(0, len(pairs), per_conversation):
                 group = pairs[first : first + per_conversation]
@@ -146,7 +169,7 @@ class TaskBuilder:
                 raise RuntimeError("the chat template does not render conversations as prefixes of each other")
             labels += [IGNORE] * (len(prompt_ids) - len(input_ids)) + full_ids[len(prompt_ids) :]
             input_ids = full_ids
-        return Example(kind, input_ids, labels)
+        return Example(kind, input_ids, labels, frozenset(pair.sentence for pair in pairs if pair.sentence >= 0))
 
     def _encode(self, rendered: str) -> list[int]:
         return self.tokenizer(rendered, add_special_tokens=False)["input_ids"]
@@ -178,6 +201,16 @@ def batches(examples: list[Example], batch_tokens: int, rng: random.Random) -> l
         result.append(current)
     rng.shuffle(result)
     return result
+
+
+def coverage(micro_batches: list[list[Example]], trained: int) -> float:
+    """The share of the sentences the plan teaches that its first ``trained`` micro-batches taught: 1.0 for a
+    whole absorption, less for one its time budget cut short."""
+    def taught(part: list[list[Example]]) -> set[int]:
+        return {index for batch in part for example in batch for index in example.sentences}
+
+    planned = taught(micro_batches)
+    return len(taught(micro_batches[:trained]) & planned) / len(planned) if planned else 1.0
 
 
 def estimate_epoch_tokens(builder: TaskBuilder) -> int:
