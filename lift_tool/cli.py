@@ -246,10 +246,17 @@ def _print_sources(answer) -> None:
     print(line, file=sys.stderr)
 
 
+def _covered(doc) -> str:
+    """The share of the document its adapter was trained on (less than 100% where the time budget cut it)."""
+    if not doc.adapters:
+        return "-"
+    return "?" if doc.coverage is None else f"{doc.coverage:.0%}"
+
+
 def _document_json(doc) -> dict:
     return {"doc_id": doc.doc_id, "title": doc.title, "tokens": doc.tokens, "route": doc.route, "created": doc.created,
             "base_models": doc.base_models, "size_bytes": doc.size_bytes, "train_seconds": doc.train_seconds,
-            "coverage": getattr(doc, "coverage", None)}
+            "coverage": doc.coverage}
 
 
 def cmd_list(args) -> int:
@@ -261,12 +268,13 @@ def cmd_list(args) -> int:
     if not documents:
         print(f"no documents in {lift.settings.home}: add one with `lift absorb FILE`")
         return 0
-    print(f"{'id':<12} {'tokens':>8} {'route':<8} {'model':<24} {'size':>9} {'train s':>8}  {'created':<20} title")
+    print(f"{'id':<12} {'tokens':>8} {'route':<8} {'model':<24} {'size':>9} {'train s':>8} {'covered':>7}  "
+          f"{'created':<20} title")
     for doc in documents:
         models = ", ".join(doc.base_models) or "-"
         train = f"{doc.train_seconds:.1f}" if doc.adapters else "-"
         print(f"{doc.short_id:<12} {doc.tokens:>8,} {doc.route:<8} {models:<24} {_size(doc.size_bytes):>9} "
-              f"{train:>8}  {doc.created[:19]:<20} {doc.title}")
+              f"{train:>8} {_covered(doc):>7}  {doc.created[:19]:<20} {doc.title}")
     return 0
 
 

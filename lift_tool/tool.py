@@ -264,6 +264,8 @@ class ListDocuments(_LiftTool):
         for doc in documents:
             status = self.memory().absorption_status(doc.doc_id)
             state = status.state + (f" ({status.error})" if status.error else "")
+            if doc.coverage is not None and doc.coverage < 1:
+                state += f", its adapter covers {doc.coverage:.0%} of it (absorption was cut at its time budget)"
             lines.append(f"- {_doc_label(doc.doc_id, doc.title)}: {doc.tokens:,} tokens, route {doc.route}, {state}")
         return "\n".join(lines)
 

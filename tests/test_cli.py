@@ -120,6 +120,7 @@ def test_version_json_and_options_after_the_command(tmp_path, tiny_model_dir):
 
     listed = json.loads(run_lift("list", "--home", str(home), "--json", home=elsewhere).stdout)
     assert [d["title"] for d in listed] == ["Brimley"] and listed[0]["route"] == "absorb"
+    assert listed[0]["coverage"] == 1.0  # absorbed whole
     assert json.loads(run_lift("list", "--json", home=elsewhere).stdout) == []
 
     asked = run_lift("ask", "Brimley", "Who founded Brimley?", "--mode", "rag", "--max-new-tokens", "3", "--json",

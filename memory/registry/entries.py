@@ -61,3 +61,10 @@ class DocumentEntry:
     @property
     def train_seconds(self) -> float:
         return sum(adapter.train_seconds for adapter in self.adapters)
+
+    @property
+    def coverage(self) -> float | None:
+        """The largest share of the document an adapter of it covered (its manifest's ``coverage``); None when no
+        adapter recorded one."""
+        shares = [adapter.manifest.coverage for adapter in self.adapters if adapter.manifest.coverage is not None]
+        return max(shares) if shares else None
