@@ -95,6 +95,9 @@ def test_throughput_is_measured_once_and_cached(lift):
 
     measured = absorption_throughput(lift)
     assert measured.measured and 0 < measured.seconds_per_token < 10
+    # the cost model: the recipe's training tokens per document token at the machine's training tokens per second
+    ratio, rate = measured.training_tokens_per_document_token, measured.training_tokens_per_second
+    assert ratio > 0 and rate > 0 and measured.seconds_per_token >= ratio / rate
     cache = json.loads((lift.settings.cache_dir / CACHE_FILE).read_text())
     assert measured.key in cache and "|cpu|" in measured.key  # keyed by model fingerprint and device
     assert lift.loaded.fingerprint in measured.key
@@ -103,6 +106,7 @@ def test_throughput_is_measured_once_and_cached(lift):
     again = absorption_throughput(lift)
     assert time.monotonic() - started < 1.0  # read back, not measured again
     assert again.seconds_per_token == measured.seconds_per_token
+    assert again.training_tokens_per_document_token == ratio and again.training_tokens_per_second == rate
     assert lift.documents() == []  # measuring writes nothing into the memory
 
 
