@@ -72,6 +72,9 @@ class Manifest:
     steps: int = 0
     planned_steps: int = 0
     stopped_by_budget: bool = False
+    # The share of the document's sentences (of those its training plan teaches) that training reached: 1.0 for a
+    # whole absorption, less where the time budget cut it short. None: recorded before this field existed.
+    coverage: float | None = None
     tokens_trained: int = 0
     tokens_per_second: float = 0.0
     qa_pairs: int = 0
@@ -101,6 +104,10 @@ class Manifest:
             raise bad("'doc_id' is not a sha256 hex digest")
         if title_problem(data["title"]):
             raise bad(title_problem(data["title"]))
+        coverage = data.get("coverage")
+        if coverage is not None and (isinstance(coverage, bool) or not isinstance(coverage, (int, float))
+                                     or not 0 <= coverage <= 1):
+            raise bad("'coverage' is not a share between 0 and 1")
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{name: value for name, value in data.items() if name in known})
 
