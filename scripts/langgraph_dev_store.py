@@ -99,7 +99,7 @@ def talk(url: str, absorb: bool) -> None:
     if absorb:
         from lift_tool.sample import sample_document_path
 
-        client.store.put_item(["docs"], "harrowmere", {"text": sample_document_path().read_text()[:3500]})
+        client.store.put_item(["docs"], "harrowmere", {"text": sample_document_path().read_text()})
         document = client.store.get_item(["docs"], "harrowmere")["document"]
         say("store.put_item(['docs'], 'harrowmere', <long document>) -> document", document)
         while document["absorption"] == "running":
@@ -108,8 +108,11 @@ def talk(url: str, absorb: bool) -> None:
         say("after the background absorption", document)
         stream = client.runs.stream(None, "router", input={"source": NOTE, "route_override": "absorb"},
                                     stream_mode="custom")
-        steps = [part.data for part in stream if part.event == "custom"]
-        say("runs.stream('router', stream_mode='custom') events", [s["event"] for s in steps])
+        events = [part.data for part in stream if part.event == "custom"]
+        steps = [event for event in events if event["event"] == "absorb_step"]
+        say("runs.stream('router', stream_mode='custom') events",
+            [events[0]["event"], f"{len(steps)} x absorb_step", events[-1]["event"]])
+        say("its last absorb_step", {k: round(v, 3) if isinstance(v, float) else v for k, v in steps[-1].items()})
     client.store.delete_item(["memories", "ada"], "bellmoor")
     say("get_item after store.delete_item", client.store.get_item(["memories", "ada"], "bellmoor"))
 

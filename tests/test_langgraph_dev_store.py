@@ -39,6 +39,7 @@ def test_langgraph_dev_serves_lift_store(tiny_model_dir, tmp_path):
     absorbed = said["after the background absorption"]
     assert absorbed["absorption"] == "absorbed" and absorbed["adapter"] is True
     events = said["runs.stream('router', stream_mode='custom') events"]
-    assert events[0] == "absorb_start" and "absorb_step" in events and events[-1] == "absorb_end"
+    assert events[0] == "absorb_start" and events[-1] == "absorb_end" and int(events[1].split(" x ")[0]) >= 1
+    assert said["its last absorb_step"]["step"] == said["its last absorb_step"]["total_steps"]
     assert said["get_item after store.delete_item"] is None
     assert done.stdout.rstrip().endswith("server stopped")
