@@ -3,7 +3,11 @@
 stop the server.
 
     .venv/bin/python scripts/langgraph_dev_store.py            # a scratch memory on the default model
-    .venv/bin/python scripts/langgraph_dev_store.py --absorb   # also a long document, absorbed in the background
+    .venv/bin/python scripts/langgraph_dev_store.py --absorb   # also the sample document, and a streamed absorption
+
+With --absorb the store gets the bundled sample document (1,954 tokens): it is absorbed in the background where it
+is longer than the model's window (the test suite's tiny model: 1,024 tokens), else passed in context, as the
+router decides; then the router graph absorbs a short note (route_override "absorb") with its progress streamed.
 
 The memory is a scratch folder unless LIFT_HOME is set; other LIFT_* settings (LIFT_MODEL, ...) pass through.
 Needs `pip install -e .[dev]` (langgraph-cli[inmem]). The server's log is kept beside the memory.
