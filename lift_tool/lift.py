@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Callable
 from lift_tool.answering import Answer, Answering, Mode
 from lift_tool.config import Settings, load_settings
 from lift_tool.documents import DOCUMENT_SUFFIXES, Document, confine, make_document, read_document
-from lift_tool.errors import ConfigError, InputError
+from lift_tool.errors import ConfigError, InputError, StorageError
 from lift_tool.jobs import AbsorptionJob, AbsorptionStatus, BackgroundJobs
 from lift_tool.portable import hub_name, make_portable
 
@@ -189,8 +189,17 @@ class Lift:
         # The row first: a process killed in between leaves a document without chunks, which verify finds and
         # repair indexes, never chunks of a document the registry does not know.
         entry = self.registry.add_document(document.doc_id, document.title, document.text, tokens, route=route)
-        self.store.add_document(document.doc_id, document.title, document.text)
+        self._index_for_retrieval(document.doc_id, document.title, document.text)
         return entry
+
+    def _index_for_retrieval(self, doc_id: str, title: str, text: str) -> None:
+        """Index a stored document's text in the retrieval store. When the store cannot be written (a full disk),
+        the document stays stored, and the error says so and how to index it later."""
+        try:
+            self.store.add_document(doc_id, title, text)
+        except StorageError as err:
+            raise StorageError(f"{title!r} is stored, but not indexed for retrieval: {err}; `lift verify --repair` "
+                               "indexes it") from err
 
     def absorb(
         self,
@@ -244,7 +253,7 @@ class Lift:
             else:
                 entry = cached
             doc_entry = self.registry.add_document(document.doc_id, document.title, document.text, tokens, route="absorb")
-        self.store.add_document(document.doc_id, document.title, document.text)
+        self._index_for_retrieval(document.doc_id, document.title, document.text)
         return AbsorbResult(doc_entry, entry, cached=cached is not None, seconds=time.monotonic() - started)
 
     def documents(self) -> list["DocumentEntry"]:
@@ -264,7 +273,11 @@ class Lift:
                 for adapter in entry.adapters:
                     self._pool.evict(adapter.key)
             removed = self.registry.remove(entry.doc_id)
-        self.store.remove_document(removed.doc_id)
+        try:
+            self.store.remove_document(removed.doc_id)
+        except StorageError as err:
+            raise StorageError(f"{removed.title!r} is forgotten, but its retrieval chunks are not removed yet: {err}; "
+                               "`lift verify --repair` removes them") from err
         self.jobs.remove_status(removed.doc_id)
         return removed
 
@@ -298,7 +311,7 @@ class Lift:
                 report.repaired.append(f"removed the retrieval chunks of document {doc_id[:SHORT_ID]}, which is forgotten")
             for doc_id in report.unindexed:
                 entry = known[doc_id]
-                self.store.add_document(doc_id, entry.title, self.registry.document_text(doc_id))
+                self._index_for_retrieval(doc_id, entry.title, self.registry.document_text(doc_id))
                 report.repaired.append(f"indexed document {entry.short_id} ({entry.title}) for retrieval again")
         return report
 
@@ -324,7 +337,7 @@ class Lift:
     def import_archive(self, file: "Path | str") -> "DocumentEntry":
         """Add a document's memory from an archive written by :meth:`export`, and index it for retrieval."""
         entry = self.registry.import_archive(file, self.settings.archive_max_bytes, self.settings.archive_max_files)
-        self.store.add_document(entry.doc_id, entry.title, self.registry.document_text(entry.doc_id))
+        self._index_for_retrieval(entry.doc_id, entry.title, self.registry.document_text(entry.doc_id))
         return entry
 
     # ------------------------------------------------------------------------------ background absorption

@@ -201,3 +201,71 @@ def test_repair_indexes_again_a_document_that_lost_its_chunks(tiny_settings, los
     lift.verify(repair=True)
     assert lift.store.document_ids() == [entry.doc_id] and lift.verify().ok
     assert lift.ask("What colour is the lighthouse?", [entry.doc_id], mode="rag").chunks  # passages again
+
+
+STORE_ON_A_FULL_DISK_SCRIPT = """
+import json, sys
+from pathlib import Path
+from lift_tool.config import Settings
+from lift_tool.errors import LiftError
+from lift_tool.lift import Lift
+
+mount, home, model = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+home.mkdir()
+(home / "chroma").symlink_to(mount)  # the retrieval store alone on the small disk: the registry can still write
+lift = Lift(Settings(model=model, home=home, device="cpu", dtype="float32"))
+kept = lift.index("The lighthouse on Gull Rock is painted red and white.", title="Lighthouse")
+
+
+def fill():
+    with open(mount / "filler", "wb", buffering=0) as filler:
+        try:
+            while True:
+                filler.write(b"x" * 4096)
+        except OSError:
+            pass
+
+
+def attempt(action):
+    try:
+        action()
+    except LiftError as err:
+        return f"{type(err).__name__}: {err}"
+    except Exception as err:
+        return f"raw {type(err).__module__}.{type(err).__name__}: {err}"
+
+
+fill()
+ferry = "The ferry to Quillon leaves at nine every morning and comes back at six. " * 40
+result = {"index": attempt(lambda: lift.index(ferry, title="Ferry"))}
+result["documents"] = sorted(entry.title for entry in lift.documents())
+result["chunks_of"] = sorted(lift.store.titles().values())
+found = lift.verify()
+result["unindexed"] = [lift.resolve(doc_id).title for doc_id in found.unindexed]
+result["forget"] = attempt(lambda: lift.forget("Lighthouse"))
+(mount / "filler").unlink()
+result["stale"] = len(lift.verify().stale_chunks)
+lift.verify(repair=True)
+result["after_repair"] = lift.verify().problems()
+result["chunks_after"] = sorted(lift.store.titles().values())
+print("RESULT " + json.dumps(result))
+"""
+
+
+@pytest.mark.integration
+def test_a_full_disk_under_the_retrieval_store_is_named_and_repair_mends_it(tiny_model_dir, tmp_path):
+    """Chroma out of disk while indexing raised its raw InternalError ("database or disk is full"). The error names
+    the cause; the document stays stored, with no half-written chunks; verify sees what is missing and repair, once
+    there is space again, indexes it (and removes the chunks of a document forgotten while the disk was full)."""
+    from helpers_disk import run_on_small_disk
+
+    result = run_on_small_disk(STORE_ON_A_FULL_DISK_SCRIPT, tmp_path, "16m", (str(tmp_path / "home"), str(tiny_model_dir)),
+                               timeout=120)
+    assert result["index"].startswith("StorageError: 'Ferry' is stored, but not indexed for retrieval"), result["index"]
+    assert "no space left on the disk" in result["index"] and "lift verify --repair" in result["index"]
+    assert result["documents"] == ["Ferry", "Lighthouse"] and result["chunks_of"] == ["Lighthouse"]
+    assert result["unindexed"] == ["Ferry"]
+    if result["forget"] is not None:  # Chroma may need space to delete too
+        assert "is forgotten, but its retrieval chunks are not removed yet" in result["forget"], result["forget"]
+        assert "no space left on the disk" in result["forget"] and result["stale"] == 1
+    assert result["after_repair"] == [] and result["chunks_after"] == ["Ferry"]

@@ -13,11 +13,13 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from lift_tool.errors import LiftError
+from lift_tool.errors import LiftError, StorageError
+from lift_tool.files import write_problem
 from lift_tool.memory.retrieval.embedder import OfflineEmbedder
 
 _CLIENTS_LOCK = threading.RLock()
 _CLIENTS: dict[str, tuple[Any, tuple[int, int]]] = {}  # folder -> (client, identity of its sqlite file)
+_FAILED_WRITES: set[str] = set()  # folders whose client failed a write: a writer gets a new one
 _SQLITE = "chroma.sqlite3"
 
 
@@ -48,9 +50,22 @@ def _drop_chroma_system(folder: str) -> None:
             pass
 
 
-def shared_client(folder: str) -> Any:
-    """The process's one Chroma client for ``folder``, reopened if the folder was removed or replaced."""
+def write_failed(folder: str) -> None:
+    """Note that a write through the client for ``folder`` failed (a full disk, say): Chroma's system may then hang
+    on a later write, even once there is space again, so the next writer gets a new client. Readers keep this one
+    (on a full disk a new one could not even open)."""
     with _CLIENTS_LOCK:
+        _FAILED_WRITES.add(folder)
+
+
+def shared_client(folder: str, writing: bool = False) -> Any:
+    """The process's one Chroma client for ``folder``, reopened if the folder was removed or replaced, or, for a
+    writer, if a write through it failed."""
+    with _CLIENTS_LOCK:
+        if writing and folder in _FAILED_WRITES:
+            _FAILED_WRITES.discard(folder)
+            _CLIENTS.pop(folder, None)
+            _drop_chroma_system(folder)
         identity = _file_identity(folder)
         entry = _CLIENTS.get(folder)
         if entry is not None and identity is not None and entry[1] == identity:
@@ -68,7 +83,10 @@ def shared_client(folder: str) -> Any:
             Path(folder).mkdir(parents=True, exist_ok=True)
             client = chromadb.PersistentClient(path=folder, settings=Settings(anonymized_telemetry=False))
         except Exception as err:  # not writable, not a folder, or opened elsewhere in this process with other settings
-            raise LiftError(f"cannot open the retrieval store in {folder}: {err}") from err
+            _drop_chroma_system(folder)  # a half-started one would fail every later try, even once the cause is gone
+            problem = write_problem(folder, err)
+            raise (StorageError if problem else LiftError)(f"cannot open the retrieval store in {folder}: "
+                                                            f"{problem or err}") from err
         identity = _file_identity(folder)
         if identity is None:
             raise LiftError(f"Chroma did not create its database in {folder}: check that the folder is writable")

@@ -14,14 +14,16 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
-from lift_tool.errors import ConfigError, InputError
+from lift_tool.errors import ConfigError, InputError, LiftError, StorageError
+from lift_tool.files import write_problem
 from lift_tool.memory.retrieval.batching import batched
 from lift_tool.memory.retrieval.bm25 import keyword_ranking
-from lift_tool.memory.retrieval.chroma import shared_client
+from lift_tool.memory.retrieval.chroma import shared_client, write_failed
 from lift_tool.memory.retrieval.chunking import chunk_text
 from lift_tool.memory.retrieval.embedder import MAX_MODEL_TOKENS, OfflineEmbedder, embedding_tokenizer
 from lift_tool.memory.retrieval.fusion import fuse_rankings
@@ -101,9 +103,9 @@ class RetrievalStore:
 
     # -- opening
 
-    def _collection(self) -> Any:
+    def _collection(self, writing: bool = False) -> Any:
         with self._lock:
-            client = shared_client(str(self.path))
+            client = shared_client(str(self.path), writing)
             if self._collection_handle is None or self._collection_handle[0] is not client:
                 try:
                     collection = client.get_or_create_collection(
@@ -113,6 +115,19 @@ class RetrievalStore:
                     raise ConfigError(f"cannot open the retrieval store in {self.path}: {err}") from None
                 self._collection_handle = (client, collection)
             return self._collection_handle[1]
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Around writes: what Chroma raises (an ``InternalError`` that says "database or disk is full", say) becomes
+        a StorageError that names the cause and the store."""
+        try:
+            yield
+        except LiftError:
+            raise
+        except Exception as err:
+            write_failed(str(self.path))  # the next write starts on a new client: this one may hang
+            cause = write_problem(self.path, err) or f"{type(err).__name__}: {err}"
+            raise StorageError(f"could not write to the retrieval store in {self.path} ({cause})") from err
 
     def _tokenizer(self) -> Any:
         return getattr(self.embedder, "tokenizer", None) or embedding_tokenizer()
@@ -125,6 +140,7 @@ class RetrievalStore:
         Idempotent: the same document (same id, title, text and chunking) is skipped without embedding
         anything; a changed one replaces the old chunks. An add that fails or is interrupted removes what it
         wrote; chunk 0 is written last, so even a killed process never leaves a document that counts as present.
+        A write that Chroma refuses (a full disk, say) is a StorageError that names the cause.
         """
         if not doc_id:
             raise InputError("a document id must not be empty")
@@ -137,8 +153,8 @@ class RetrievalStore:
             "text_sha": hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest(),
             "chunking": f"{self.chunk_tokens}/{self.chunk_overlap}",
         }
-        with self._lock:
-            collection = self._collection()
+        with self._lock, self._writing():
+            collection = self._collection(writing=True)
             if self._stored_stamp(collection, doc_id) == stamp:
                 return len(chunks)
             collection.delete(where={"doc_id": doc_id})
@@ -182,8 +198,8 @@ class RetrievalStore:
 
     def remove_document(self, doc_id: str) -> bool:
         """Delete a document's chunks; returns whether it was there."""
-        with self._lock:
-            collection = self._collection()
+        with self._lock, self._writing():
+            collection = self._collection(writing=True)
             present = bool(collection.get(where={"doc_id": doc_id}, include=[], limit=1)["ids"])
             if present:
                 collection.delete(where={"doc_id": doc_id})
