@@ -73,15 +73,24 @@ def pid_alive(pid: Any) -> bool:
 def holding_lock(path: Path) -> Iterator[None]:
     """Create the file ``path`` and hold an exclusive lock on it until the block ends, then remove it.
 
-    The lock is a sign of life that :func:`lock_is_held` reads from any process sharing the filesystem, whatever its
-    PID namespace or host (a process id means nothing there), and the kernel drops it when the process ends,
-    however it ends (SIGKILL included). Whoever must not see the file before it is locked creates it under a lock
-    of their own.
+    Waits while another process holds it. The lock is a sign of life that :func:`lock_is_held` reads from any
+    process sharing the filesystem, whatever its PID namespace or host (a process id means nothing there), and the
+    kernel drops it when the process ends, however it ends (SIGKILL included). Whoever must not see the file before
+    it is locked creates it under a lock of their own.
     """
     path = Path(path)
-    handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
+    while True:
+        handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            locked = os.fstat(handle)
+            current = os.stat(path)
+            if (locked.st_dev, locked.st_ino) == (current.st_dev, current.st_ino):
+                break
+        except FileNotFoundError:
+            pass
+        os.close(handle)  # the holder we waited for removed that file: lock the one at the path now
+    try:
         yield
     finally:
         path.unlink(missing_ok=True)

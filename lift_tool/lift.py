@@ -214,7 +214,8 @@ class Lift:
     ) -> AbsorbResult:
         """LIFT: train an adapter on the document, store it, and index the text for retrieval.
 
-        The same text absorbed again with the same base model and settings is a cache hit (``force`` retrains).
+        The same text absorbed again with the same base model and settings is a cache hit (``force`` retrains). A
+        second process absorbing the same document meanwhile waits for the first and then reuses its adapter.
         ``model``: train this private copy of the base model (see :meth:`model_copy`) instead of the shared one,
         without holding the model lock, so that questions are answered meanwhile (background absorption).
         """
@@ -229,13 +230,17 @@ class Lift:
             training = settings.training.model_copy(update={"budget_seconds": budget_seconds})
             settings = settings.model_copy(update={"training": training})
         shared = model is None  # training the shared model: hold the lock, and take the pool's layers off it
-        with self.lock if shared else contextlib.nullcontext():
+        with self.lock if shared else contextlib.nullcontext(), contextlib.ExitStack() as absorbing:
             loaded = self.loaded if shared else model
             tokens = self.count_tokens(document.text)
             if tokens < MIN_ABSORB_TOKENS:
                 raise InputError(_too_short(document.title, f"it has {tokens} token{'s' * (tokens != 1)}"))
             cached = None if force else self.registry.find_adapter(
                 document.doc_id, loaded.fingerprint, settings.training_fingerprint())
+            if cached is None:  # one absorption of a document at a time: wait for another process absorbing it
+                absorbing.enter_context(self.registry.absorbing(document.doc_id))
+                cached = None if force else self.registry.find_adapter(
+                    document.doc_id, loaded.fingerprint, settings.training_fingerprint())
             if cached is None:
                 if shared:
                     self.answering.prefix_cache.clear()

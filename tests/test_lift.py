@@ -1,5 +1,6 @@
 import pytest
 
+from lift_tool.config import Settings
 from lift_tool.errors import ConfigError, InputError, UnknownDocumentError
 from lift_tool.answering import NOTHING_MATCHES, keeps_adapter_answer
 from lift_tool.generation import Reply
@@ -269,3 +270,53 @@ def test_a_full_disk_under_the_retrieval_store_is_named_and_repair_mends_it(tiny
         assert "is forgotten, but its retrieval chunks are not removed yet" in result["forget"], result["forget"]
         assert "no space left on the disk" in result["forget"] and result["stale"] == 1
     assert result["after_repair"] == [] and result["chunks_after"] == ["Ferry"]
+
+
+SAME_FILE_SCRIPT = """
+import json, sys, time
+from pathlib import Path
+from lift_tool.config import Settings
+from lift_tool.lift import Lift
+
+home, model, file, ready, go = sys.argv[1:6]
+settings = Settings(model=model, home=Path(home), device="cpu", dtype="float32")
+training = settings.training.model_copy(update={"epochs": 0.3, "batch_tokens": 512, "min_steps": 1})
+lift = Lift(settings.model_copy(update={"training": training}))
+lift.loaded  # loaded first, so that both processes start absorbing at the same moment
+Path(ready).touch()
+while not Path(go).exists():
+    time.sleep(0.01)
+result = lift.absorb(Path(file), progress=False)
+print("RESULT " + json.dumps({"cached": result.cached, "key": result.adapter.key}))
+"""
+
+
+@pytest.mark.integration
+def test_two_processes_absorbing_the_same_file_train_it_once(tiny_model_dir, tmp_path):
+    """Both trained it: the second process now waits for the first and reuses its adapter."""
+    import json
+    import subprocess
+    import sys
+    import time
+
+    file = tmp_path / "brimley.md"
+    file.write_text(TEXT)
+    go = tmp_path / "go"
+    readies = [tmp_path / f"ready-{n}" for n in range(2)]
+    processes = [subprocess.Popen([sys.executable, "-c", SAME_FILE_SCRIPT, str(tmp_path / "home"), str(tiny_model_dir),
+                                   str(file), str(ready), str(go)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True) for ready in readies]
+    deadline = time.monotonic() + 120
+    while not all(ready.exists() for ready in readies) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    go.touch()
+    results = []
+    for process in processes:
+        out, err = process.communicate(timeout=300)
+        lines = [line for line in out.splitlines() if line.startswith("RESULT ")]
+        assert process.returncode == 0 and lines, err
+        results.append(json.loads(lines[0][len("RESULT "):]))
+    assert sorted(result["cached"] for result in results) == [False, True]
+    assert results[0]["key"] == results[1]["key"]
+    lift = Lift(Settings(home=tmp_path / "home"))
+    assert [len(document.adapters) for document in lift.documents()] == [1] and lift.registry.verify().ok

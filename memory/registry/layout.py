@@ -9,6 +9,7 @@
                                lift_manifest.json (written by absorption), checksums.json (written by the registry)
     staging/<pid>-<random>/    adds in progress; stale ones are garbage
     staging/<pid>-<random>.lock  locked by the process using that folder, as long as it lives
+    staging/absorbing-<doc_id>.lock  locked while that document is absorbed: a second absorption waits
     forgetting/<doc_id>        a forget in progress: if it dies half-way, repair finishes it (never undoes it)
 """
 
@@ -45,6 +46,11 @@ def check_title(title: str) -> None:
 def staging_lock(folder: Path) -> Path:
     """The lock file beside a staging folder, held by the process using the folder."""
     return folder.with_name(folder.name + ".lock")
+
+
+def absorbing_lock(staging_dir: Path, doc_id: str) -> Path:
+    """The lock file held while a document is absorbed."""
+    return staging_dir / f"absorbing-{doc_id}.lock"
 
 
 class Layout:

@@ -17,11 +17,11 @@ from lift_tool.errors import (
     StorageError,
     UnknownDocumentError,
 )
-from lift_tool.files import write_problem
+from lift_tool.files import holding_lock, write_problem
 from lift_tool.memory.registry import archives, commit, index, maintenance
 from lift_tool.memory.registry.entries import SHORT_ID, AdapterEntry, DocumentEntry
 from lift_tool.memory.registry.integrity import WEIGHTS_FILE, checksum_problem
-from lift_tool.memory.registry.layout import Layout, check_doc_id
+from lift_tool.memory.registry.layout import Layout, absorbing_lock, check_doc_id
 from lift_tool.memory.registry.maintenance import VerifyReport
 
 
@@ -151,6 +151,21 @@ class Registry(Layout):
                 if problem is None:
                     raise
                 raise StorageError(problem) from err
+
+    @contextmanager
+    def absorbing(self, doc_id: str) -> Iterator[None]:
+        """Hold the lock of one document's absorption while the block runs, waiting for another process (or thread)
+        that holds it: a second absorption of the same document waits for the first to store its adapter, then
+        finds it (:meth:`find_adapter`) instead of training again. A process that dies releases it at once."""
+        check_doc_id(doc_id)
+        held = ExitStack()
+        try:
+            self.ensure()
+            held.enter_context(holding_lock(absorbing_lock(self.staging_dir, doc_id)))
+        except OSError as err:
+            raise StorageError(_storage_message(self.home, err)) from err
+        with held:
+            yield
 
     @_clear_errors
     def add_adapter(self, staged_folder: Path | str, text: str | None = None) -> AdapterEntry:
