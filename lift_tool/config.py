@@ -81,6 +81,9 @@ class TrainingSettings(BaseModel):
     # the subject's name to anything. None: chosen by model size (absorb.settings_for_model); 1 keeps them all.
     max_answer_share: float | None = Field(None, gt=0, le=1)
     qa_per_conversation: int = Field(8, ge=1)  # questions per training chat: the prompt around them is paid once
+    # New closed-book chats every epoch (each question among other neighbours each pass), or the same chats every
+    # pass, which lets the frozen-layer cache below skip the lower layers on repeats (training.tasks).
+    regroup_questions: bool = False
     # Memory for the output of the frozen layers below the adapter, kept for examples seen again so that they
     # skip those layers (training.layer_cache); 0 turns it off.
     frozen_layer_cache_mb: int = Field(1024, ge=0)

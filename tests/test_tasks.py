@@ -83,3 +83,17 @@ def test_examples_name_the_sentences_they_teach_and_coverage_counts_them(builder
     assert coverage(plan, len(plan)) == 1.0
     assert coverage(plan, 0) == 0.0
     assert 0 < coverage(plan, 1) < 1  # one example teaches a few sentences
+
+
+@pytest.mark.parametrize("regroup", [False, True])
+def test_closed_book_chats_are_the_same_every_pass_unless_regrouped(real_tokenizer_dir, regroup):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(real_tokenizer_dir)
+    settings = Settings.model_validate({"training": {"regroup_questions": regroup}})
+    document = read_document(sample_document_path())
+    builder = TaskBuilder(tokenizer, document.text, document.title, settings.training, generate_qa(document, settings))
+    chats = [{tuple(e.input_ids) for e in builder.epoch(random.Random(seed)) if e.kind == "qa"} for seed in (0, 1)]
+    assert (chats[0] == chats[1]) != regroup
+    asked = [e for e in builder.epoch(random.Random(0)) if e.kind == "qa"]
+    assert sum(e.target_tokens for e in asked) > 0

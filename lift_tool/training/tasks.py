@@ -5,10 +5,10 @@
                     the loss is on the segment only (LIFT's contextualised training).
 3. ``qa``         - synthetic questions asked closed-book (no document in the prompt), several per
                     conversation; the loss is on the answers only. Includes questions the document does not
-                    answer, answered "The document does not say." The questions are grouped into
-                    conversations once per document, and every pass repeats the same conversations (in a new
-                    order), so the layers below the adapter see the same input again and their output can be
-                    reused (``layer_cache``).
+                    answer, answered "The document does not say." The questions are grouped into new
+                    conversations every epoch (``regroup_questions``), or once per document, so that every pass
+                    repeats the same conversations (in a new order): the layers below the adapter then see the
+                    same input again and their output can be reused (``layer_cache``).
 4. ``qa_long``    - the same questions with a long window of the surrounding text in the prompt.
 
 Kinds 2 and 4 see long contexts and kinds 1 and 3 short ones: the long/short mix of arXiv 2509.18762, which
@@ -55,7 +55,8 @@ class TaskPools:
     segments: list[Example] = field(default_factory=list)
     contextual: list[Example] = field(default_factory=list)
     answerable: list[QAPair] = field(default_factory=list)
-    conversations: list[Example] = field(default_factory=list)  # closed-book, answerable and unanswerable mixed
+    unanswerable: list[QAPair] = field(default_factory=list)
+    conversations: list[Example] = field(default_factory=list)  # the fixed closed-book chats (regroup_questions off)
     windows: list[str] = field(default_factory=list)  # consecutive stretches of about long_context_tokens
     window_of_sentence: dict[int, int] = field(default_factory=dict)  # evidence sentence -> its window
 
@@ -89,7 +90,9 @@ class TaskBuilder:
             prompt = header + before
             pools.contextual.append(Example("contextual", prompt + tokens, [IGNORE] * len(prompt) + tokens, taught))
         pools.answerable = [pair for pair in qa_pairs if pair.answerable]
-        pools.conversations = self._closed_book_conversations(pools.answerable, qa_pairs)
+        pools.unanswerable = [pair for pair in qa_pairs if not pair.answerable]
+        if not settings.regroup_questions:
+            pools.conversations = self._closed_book_conversations(pools.answerable, pools.unanswerable)
         pools.windows, pools.window_of_sentence = self._windows(text)
         return pools
 
@@ -100,14 +103,16 @@ class TaskBuilder:
         start, end = self.token_offsets[first_token][0], self.token_offsets[end_token - 1][1]
         return frozenset(sentence.index for sentence in self.sentences if sentence.start < end and sentence.end > start)
 
-    def _closed_book_conversations(self, answerable: list[QAPair], qa_pairs: list[QAPair]) -> list[Example]:
+    def _closed_book_conversations(self, answerable: list[QAPair], unanswerable: list[QAPair]) -> list[Example]:
         """Every answerable question once, with ``mix.unanswerable`` of that many unanswerable ones, shuffled
         (seeded) and grouped ``qa_per_conversation`` to a chat."""
         rng = random.Random(self.training.seed)
-        unanswerable = [pair for pair in qa_pairs if not pair.answerable]
         wanted = min(len(unanswerable), round(self.training.mix.unanswerable * len(answerable)))
         closed_book = answerable + rng.sample(unanswerable, wanted)
         rng.shuffle(closed_book)
+        return self._chats(closed_book)
+
+    def _chats(self, closed_book: list[QAPair]) -> list[Example]:
         size = self.training.qa_per_conversation
         return [self.conversation(closed_book[first : first + size], context=None)
                 for first in range(0, len(closed_book), size)]
@@ -140,7 +145,14 @@ class TaskBuilder:
         pools = self.pools
         examples = _draw(pools.segments, mix.segments, rng) + _draw(pools.contextual, mix.contextual, rng)
 
-        examples += _draw(pools.conversations, mix.qa, rng)
+        if self.training.regroup_questions:  # every pass's questions shuffled together into new chats
+            closed_book = _draw(pools.answerable, mix.qa, rng)
+            n_unanswerable = round(mix.unanswerable * len(closed_book))
+            closed_book += _draw(pools.unanswerable, n_unanswerable / max(1, len(pools.unanswerable)), rng)
+            rng.shuffle(closed_book)
+            examples += self._chats(closed_book)
+        else:
+            examples += _draw(pools.conversations, mix.qa, rng)
 
         # Questions with their window in the prompt, several per window so the long prompt is paid for once.
         by_window: dict[int, list[QAPair]] = {}
