@@ -17,7 +17,8 @@ from typing import Any, Iterator
 def write_atomic(path: Path, data: bytes) -> None:
     """Write ``path`` so that readers (and a crash) see either the old content or the whole new one, never a part.
 
-    The bytes reach the disk before the rename, so they survive a power cut as well as a killed process.
+    The bytes reach the disk before the rename, so they survive a power cut as well as a killed process; a process
+    killed before the rename leaves a temporary file beside ``path`` (:func:`is_partial_write`).
     """
     path = Path(path)
     temp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
@@ -30,6 +31,11 @@ def write_atomic(path: Path, data: bytes) -> None:
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
+
+
+def is_partial_write(name: str) -> bool:
+    """Whether a file name is one of :func:`write_atomic`'s temporary files."""
+    return name.startswith(".") and name.endswith(".tmp")
 
 
 def write_json(path: Path, value: Any, indent: int | None = 1) -> None:

@@ -657,13 +657,13 @@ def test_repair_finishes_an_interrupted_forget_instead_of_rebuilding_the_documen
                                                                                     monkeypatch):
     alpha = store_adapter(registry, lora_a, TEXT_A, "Alpha", BASE)
     beta = store_adapter(registry, lora_b, TEXT_B, "Beta", BASE)
-    from lift_tool.memory.registry import commit
+    from lift_tool.memory.registry.layout import Layout
 
     def killed(*args, **kwargs):
         raise KeyboardInterrupt  # the process dies after the rows went, before the files did
 
     with monkeypatch.context() as patch:
-        patch.setattr(commit.shutil, "rmtree", killed)
+        patch.setattr(Layout, "discard", killed)
         with pytest.raises(KeyboardInterrupt):
             registry.remove("Alpha")
     assert alpha.path.is_dir() and registry.text_path(alpha.doc_id).is_file()

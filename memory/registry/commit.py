@@ -2,12 +2,14 @@
 
 - Adds write files first and the index last: an adapter is saved into a staging folder, checked
   (:func:`prepare`), renamed into ``adapters/`` and only then given its index row (:func:`commit`). A document's
-  text file is written before its row.
-- Removals change the index first and the files after (:func:`remove_document`).
+  text file is written before its row, under a mark in ``adding/`` that lasts until the row is written.
+- Removals change the index first and the files after (:func:`remove_document`), under a mark in ``forgetting/``;
+  an adapter folder leaves ``adapters/`` in one rename (``Layout.discard``).
 
-Either way a crash leaves at worst a folder or a text file that no row mentions (``gc()`` removes it), never a row
-that points at nothing. Every change holds ``registry.lock``, so the index and the folders change together even
-when several processes share one home.
+Either way a crash leaves at worst a folder or a text file that no row mentions, with the mark that says what to
+do with it: repair keeps an adapter folder that explains itself (the add is finished), removes a text whose add
+died before its row (the add is undone), and finishes a forget. Never a row that points at nothing. Every change
+holds ``registry.lock``, so the index and the folders change together even when several processes share one home.
 """
 
 from __future__ import annotations
@@ -48,13 +50,10 @@ def add_document(
     if title is not None:
         check_title(title)
     with layout.writing(), layout.connect() as conn:
-        with index.transaction(conn):
+        with storing_text(layout, doc_id, text), index.transaction(conn):
             known = index.has_document(conn, doc_id)
             if not known and (title is None or text is None or tokens is None):
                 raise InputError(f"document {doc_id[:SHORT_ID]} is new: give its title, text and token count")
-            # The text before the row: a crash in between leaves an orphan text file (repair lists it, --prune removes it).
-            if text is not None and not layout.text_path(doc_id).is_file():
-                write_atomic(layout.text_path(doc_id), text.encode("utf-8"))
             if known:
                 index.update_document(conn, doc_id, title, route)
             else:
@@ -73,8 +72,30 @@ def remove_document(layout: Layout, doc_id: str) -> None:
         with layout.connect() as conn, index.transaction(conn):
             keys = index.delete_document(conn, doc_id)
         for key in keys:
-            shutil.rmtree(layout.adapter_path(key), ignore_errors=True)
+            layout.discard(layout.adapter_path(key))
         layout.text_path(doc_id).unlink(missing_ok=True)
+        mark.unlink(missing_ok=True)
+
+
+@contextmanager
+def storing_text(layout: Layout, doc_id: str, text: str | None) -> Iterator[None]:
+    """Store a document's text, if given and not stored yet, for the row written inside the block (the caller holds
+    registry.lock). A mark in adding/ lasts until the block ends: an add killed before its row leaves the mark
+    beside the text, and repair removes both (or keeps the text, if the document's adapter came through whole). A
+    block that fails removes the text it wrote."""
+    path = layout.text_path(doc_id)
+    if text is None or path.is_file():
+        yield
+        return
+    mark = layout.adding_dir / doc_id
+    write_atomic(mark, b"")
+    try:
+        write_atomic(path, text.encode("utf-8"))
+        yield
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    finally:
         mark.unlink(missing_ok=True)
 
 
@@ -118,9 +139,12 @@ def commit(layout: Layout, document: dict[str, Any], text: str | None, staged: l
 
 
 def _commit_locked(layout: Layout, document: dict[str, Any], text: str | None, staged: list[Staged]) -> None:
+    with storing_text(layout, document["doc_id"], text):
+        _commit_adapters(layout, document, staged)
+
+
+def _commit_adapters(layout: Layout, document: dict[str, Any], staged: list[Staged]) -> None:
     doc_id = document["doc_id"]
-    if text is not None and not layout.text_path(doc_id).is_file():
-        write_atomic(layout.text_path(doc_id), text.encode("utf-8"))
     if not layout.text_path(doc_id).is_file():
         raise InputError(
             f"the text of document {doc_id[:SHORT_ID]} is not stored: call add_document() before add_adapter(), "
@@ -151,7 +175,7 @@ def _commit_locked(layout: Layout, document: dict[str, Any], text: str | None, s
             try:
                 os.rename(target, origin)
             except OSError:
-                shutil.rmtree(target, ignore_errors=True)
+                layout.discard(target)
         for aside, target in reversed(displaced):
             try:
                 os.rename(aside, target)

@@ -11,6 +11,7 @@
     staging/<pid>-<random>.lock  locked by the process using that folder, as long as it lives
     staging/absorbing-<doc_id>.lock  locked while that document is absorbed: a second absorption waits
     forgetting/<doc_id>        a forget in progress: if it dies half-way, repair finishes it (never undoes it)
+    adding/<doc_id>            a text stored for a row not yet written: if the add dies first, repair removes the text
 """
 
 from __future__ import annotations
@@ -86,6 +87,10 @@ class Layout:
     def forgetting_dir(self) -> Path:
         return self.home / "forgetting"
 
+    @property
+    def adding_dir(self) -> Path:
+        return self.home / "adding"
+
     def text_path(self, doc_id: str) -> Path:
         return self.documents_dir / f"{doc_id}.txt"
 
@@ -115,8 +120,19 @@ class Layout:
 
     def ensure(self) -> None:
         """Create the home and its folders where they are missing."""
-        for folder in (self.home, self.documents_dir, self.adapters_dir, self.staging_dir, self.forgetting_dir):
+        for folder in (self.home, self.documents_dir, self.adapters_dir, self.staging_dir, self.forgetting_dir,
+                       self.adding_dir):
             folder.mkdir(parents=True, exist_ok=True)
+
+    def discard(self, folder: Path) -> None:
+        """Remove a folder in one step as everyone else sees it: renamed into staging/ (where what a killed process
+        leaves is garbage), then deleted."""
+        if not folder.is_dir() or folder.is_symlink():
+            folder.unlink(missing_ok=True)
+            return
+        aside = self.new_staging_path()
+        os.rename(folder, aside)
+        shutil.rmtree(aside, ignore_errors=True)
 
     @contextmanager
     def connect(self) -> Iterator[sqlite3.Connection]:

@@ -5,19 +5,20 @@ interrupted or damaged operations left.
 registry.lock while they look, so no add or remove is half-way. Repair rebuilds the index rows of an adapter
 folder that no row mentions when the folder explains itself (a valid manifest, its name the key the manifest gives,
 files that match their checksums, and its document's text stored under the id it names): that is what a lost or
-replaced index leaves. What it cannot explain it keeps and reports, unless asked to ``prune``. Removals drop rows
-first and files after, like every removal (see ``commit``); intact committed adapters are never touched.
+replaced index leaves (or an add killed between its rename and its row). It settles what killed operations left by
+their marks: a forget is finished, an add whose row was never written is undone (its text goes), and temporary
+files of interrupted writes go. What it cannot explain it keeps and reports, unless asked to ``prune``. Removals
+drop rows first and files after, like every removal (see ``commit``); intact committed adapters are never touched.
 """
 
 from __future__ import annotations
 
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from lift_tool.errors import CorruptAdapterError
-from lift_tool.files import lock_is_held, pid_alive, sha256_file
+from lift_tool.files import is_partial_write, lock_is_held, pid_alive, sha256_file
 from lift_tool.memory.manifest import Manifest
 from lift_tool.memory.registry import index
 from lift_tool.memory.registry.entries import SHORT_ID, adapter_key
@@ -38,7 +39,9 @@ class VerifyReport:
     missing_texts: list[str] = field(default_factory=list)  # document rows whose text file is gone
     orphan_texts: list[str] = field(default_factory=list)  # text files that no document row mentions
     stale_staging: list[str] = field(default_factory=list)  # leftovers of interrupted adds
+    partial_writes: list[str] = field(default_factory=list)  # temporary files of interrupted writes (folder/name)
     unfinished_forgets: list[str] = field(default_factory=list)  # documents whose forget was interrupted
+    unfinished_adds: list[str] = field(default_factory=list)  # documents whose text was stored before their row
     # Filled by whoever also checks the retrieval store against the index (``Lift.verify``):
     unindexed: list[str] = field(default_factory=list)  # known documents with no chunks in the store
     stale_chunks: list[str] = field(default_factory=list)  # documents with chunks that the index does not know
@@ -55,7 +58,9 @@ class VerifyReport:
             or self.missing_texts
             or self.orphan_texts
             or self.stale_staging
+            or self.partial_writes
             or self.unfinished_forgets
+            or self.unfinished_adds
             or self.unindexed
             or self.stale_chunks
         )
@@ -68,7 +73,9 @@ class VerifyReport:
         lines += [f"document {doc_id[:SHORT_ID]}: its text file is missing" for doc_id in self.missing_texts]
         lines += [f"documents/{name}: a text file that no index row mentions" for name in self.orphan_texts]
         lines += [f"staging/{name}: left over from an interrupted add" for name in self.stale_staging]
+        lines += [f"{name}: left over from an interrupted write" for name in self.partial_writes]
         lines += [f"document {doc_id[:SHORT_ID]}: its forget was interrupted" for doc_id in self.unfinished_forgets]
+        lines += [f"document {doc_id[:SHORT_ID]}: its add was interrupted" for doc_id in self.unfinished_adds]
         lines += [f"document {doc_id[:SHORT_ID]}: not indexed for retrieval" for doc_id in self.unindexed]
         lines += [f"retrieval chunks of document {doc_id[:SHORT_ID]}, which the index does not know"
                   for doc_id in self.stale_chunks]
@@ -95,14 +102,22 @@ def check(layout: Layout, hash_files: bool, repair: bool, prune: bool = False) -
                     report.damaged[key] = problem
         report.orphan_folders = sorted(p.name for p in layout.adapters_dir.iterdir() if p.name not in adapter_rows)
         report.missing_texts = sorted(doc_id for doc_id in doc_ids if not layout.text_path(doc_id).is_file())
-        report.orphan_texts = sorted(
-            p.name for p in layout.documents_dir.iterdir() if not (p.suffix == ".txt" and p.stem in doc_ids)
-        )
+        texts, forgets, adds = (_listing(report, folder)
+                                for folder in (layout.documents_dir, layout.forgetting_dir, layout.adding_dir))
+        report.orphan_texts = [name for name in texts if not (name.endswith(".txt") and name[:-4] in doc_ids)]
         report.stale_staging = sorted(p.name for p in layout.staging_dir.iterdir() if is_stale(p))
-        report.unfinished_forgets = sorted(p.name for p in layout.forgetting_dir.iterdir())
+        report.unfinished_forgets, report.unfinished_adds = forgets, adds
         if repair:
             _repair(layout, report, prune, _rebuild(layout, report), doc_ids)
     return report
+
+
+def _listing(report: VerifyReport, folder: Path) -> list[str]:
+    """The names in ``folder``, sorted, but for the temporary files of interrupted writes: those are added to the
+    report's ``partial_writes`` (no writer is half-way while registry.lock is held)."""
+    names = sorted(p.name for p in folder.iterdir())
+    report.partial_writes += [f"{folder.name}/{name}" for name in names if is_partial_write(name)]
+    return [name for name in names if not is_partial_write(name)]
 
 
 def explain_adapter(layout: Layout, name: str) -> Manifest | str:
@@ -147,8 +162,13 @@ def _rebuild(layout: Layout, report: VerifyReport) -> dict[str, Manifest | str]:
 
 def _repair(layout: Layout, report: VerifyReport, prune: bool, explained: dict[str, Manifest | str],
             doc_ids: set[str]) -> None:
-    rebuilt_texts = {f"{found.doc_id}.txt" for found in explained.values() if isinstance(found, Manifest)}
+    rebuilt = {found.doc_id for found in explained.values() if isinstance(found, Manifest)}
+    rebuilt_texts = {f"{doc_id}.txt" for doc_id in rebuilt}
+    for name in report.partial_writes:
+        layout.discard(layout.home / name)
+        report.repaired.append(f"removed {name} (interrupted write)")
     _finish_forgets(layout, report, doc_ids)
+    _finish_adds(layout, report, doc_ids | rebuilt)
     dropped = report.missing_folders + list(report.damaged)
     if dropped:
         with layout.connect() as conn, index.transaction(conn):
@@ -156,26 +176,27 @@ def _repair(layout: Layout, report: VerifyReport, prune: bool, explained: dict[s
         report.repaired += [f"dropped the row of adapter {key} (its folder is missing)" for key in report.missing_folders]
         report.repaired += [f"removed damaged adapter {key} ({problem})" for key, problem in report.damaged.items()]
     for key in report.damaged:  # rows first (above), then files
-        shutil.rmtree(layout.adapter_path(key), ignore_errors=True)
+        layout.discard(layout.adapter_path(key))
     for name in report.orphan_folders:
         if not isinstance(explained[name], Manifest):  # the rebuilt ones have their rows back
-            _prune_or_keep(report, layout.adapters_dir / name, prune,
+            _prune_or_keep(layout, report, layout.adapters_dir / name, prune,
                            f"no index row, and it cannot be rebuilt ({explained[name]})")
     for name in report.orphan_texts:
         if name not in rebuilt_texts:
-            _prune_or_keep(report, layout.documents_dir / name, prune, "no index row and no adapter that names its document")
+            _prune_or_keep(layout, report, layout.documents_dir / name, prune,
+                           "no index row and no adapter that names its document")
     for name in report.stale_staging:
-        _remove_path(layout.staging_dir / name)
+        layout.discard(layout.staging_dir / name)
         report.repaired.append(f"removed staging/{name} (interrupted add)")
     report.left += [f"kept document {doc_id[:SHORT_ID]} without its text: add the document again to restore it"
                     for doc_id in report.missing_texts]
 
 
-def _prune_or_keep(report: VerifyReport, path: Path, prune: bool, why_kept: str) -> None:
+def _prune_or_keep(layout: Layout, report: VerifyReport, path: Path, prune: bool, why_kept: str) -> None:
     """Remove something repair cannot explain when asked to prune; else keep it and say why."""
     shown = f"{path.parent.name}/{path.name}"
     if prune:
-        _remove_path(path)
+        layout.discard(path)
         report.repaired.append(f"removed {shown} (no index row)")
     else:
         report.left.append(f"kept {shown}: {why_kept}")
@@ -193,15 +214,30 @@ def _finish_forgets(layout: Layout, report: VerifyReport, doc_ids: set[str]) -> 
                 except CorruptAdapterError:
                     continue
                 if owner == doc_id:
-                    _remove_path(layout.adapters_dir / name)
+                    layout.discard(layout.adapters_dir / name)
                     report.orphan_folders.remove(name)
             if f"{doc_id}.txt" in report.orphan_texts:
-                _remove_path(layout.text_path(doc_id))
+                layout.discard(layout.text_path(doc_id))
                 report.orphan_texts.remove(f"{doc_id}.txt")
             report.repaired.append(f"finished forgetting document {doc_id[:SHORT_ID]} (its forget was interrupted)")
         else:
             report.repaired.append(f"document {doc_id[:SHORT_ID]}: its forget never began; it stays")
         (layout.forgetting_dir / doc_id).unlink(missing_ok=True)
+
+
+def _finish_adds(layout: Layout, report: VerifyReport, stored: set[str]) -> None:
+    """Settle each add that died after storing its document's text: done if the document has its row now (``stored``:
+    written, or rebuilt from an adapter that came through whole), else undone: its text goes."""
+    for doc_id in report.unfinished_adds:
+        if doc_id in stored:
+            report.repaired.append(f"document {doc_id[:SHORT_ID]}: its interrupted add had come through; it stays")
+        else:
+            if f"{doc_id}.txt" in report.orphan_texts:
+                layout.discard(layout.text_path(doc_id))
+                report.orphan_texts.remove(f"{doc_id}.txt")
+            report.repaired.append(f"undid the interrupted add of document {doc_id[:SHORT_ID]} (its text went before "
+                                   "its row was written)")
+        (layout.adding_dir / doc_id).unlink(missing_ok=True)
 
 
 def is_stale(path: Path) -> bool:
@@ -226,10 +262,3 @@ def is_stale(path: Path) -> bool:
     except OSError:
         return False  # it vanished while we looked: its owner finished
     return time.time() - max(touched) > limit
-
-
-def _remove_path(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
