@@ -192,7 +192,12 @@ class Answering:
 
     def _check_length(self, question: str) -> None:
         """Refuse a question over ``settings.max_question_tokens`` before anything reads it: a megabyte of question
-        would keep retrieval and the model busy for minutes."""
+        would keep retrieval and the model busy for minutes. A question that is not valid Unicode cannot be read."""
+        try:
+            question.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InputError("the question holds characters that are not valid Unicode (a lone surrogate): send it "
+                             "as UTF-8 text") from None
         limit = self.lift.settings.max_question_tokens
         if len(question) <= limit:  # a token is at least one character
             return

@@ -5,6 +5,7 @@ Plain text and Markdown are read directly; PDF through pypdf and HTML through Be
 
 from __future__ import annotations
 
+import os
 import re
 import stat
 import unicodedata
@@ -33,6 +34,11 @@ def make_document(text: str, title: str | None = None, source: str | None = None
     """Normalise and check a text; the title defaults to its first Markdown heading or first line."""
     if "\x00" in text:
         raise InputError(f"{source or 'the text'} looks binary (it contains NUL bytes): give a text, Markdown, PDF or HTML file")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise InputError(f"{source or 'the text'} holds characters that are not valid Unicode (a lone surrogate at "
+                         f"character {err.start:,}): give it as UTF-8 text") from None
     text = normalise_text(text)
     if not text:
         raise InputError(f"{source or 'the document'} is empty: there is nothing to absorb")
@@ -57,11 +63,23 @@ def guess_title(text: str, source: str | None = None) -> str:
 MAX_DOCUMENT_BYTES = 64 * 2**20  # the default of settings.max_document_bytes
 
 
+def file_name(path: str | Path) -> Path:
+    """``path`` as a Path, if it can name a file: a NUL character, or a lone surrogate (text that is not valid
+    Unicode, which the filesystem cannot be asked about), is an InputError instead of a raw ValueError."""
+    try:
+        os.fsencode(path)  # what the filesystem is asked, undecodable bytes in file names included
+    except UnicodeEncodeError:
+        raise InputError(f"{str(path)!a} is not a file name: it holds characters that are not valid Unicode") from None
+    if "\x00" in str(path):
+        raise InputError(f"{str(path)!a} is not a file name: it holds a NUL character") from None
+    return Path(path)
+
+
 def confine(path: str | Path, roots: "list[Path]") -> Path:
     """``path`` resolved (``~``, ``..`` and every symlink followed), if that lies in one of the folders ``roots``;
     otherwise an :class:`InputError` that names the setting. For files that an agent asks to have read: a path
     from untrusted text must not reach ``~/.ssh`` or ``/etc``, directly or through a link."""
-    real = Path(path).expanduser().resolve()
+    real = file_name(path).expanduser().resolve()
     for root in roots:
         if real.is_relative_to(Path(root).expanduser().resolve()):
             return real
@@ -72,7 +90,7 @@ def confine(path: str | Path, roots: "list[Path]") -> Path:
 
 def read_document(path: str | Path, title: str | None = None, max_bytes: int = MAX_DOCUMENT_BYTES) -> Document:
     """A document from a file: only a regular file (not a device, FIFO or socket), of at most ``max_bytes``."""
-    path = Path(path).expanduser()
+    path = file_name(path).expanduser()
     try:
         info = path.stat()
     except FileNotFoundError:

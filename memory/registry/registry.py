@@ -116,8 +116,13 @@ class Registry(Layout):
         A reference that names several documents is ambiguous: a title shared by several, a prefix shared by several
         ids, or a title that is also the beginning of another document's id.
         """
-        with self.connect() as conn:
-            candidates = index.find_documents(conn, ref, self.adapters_dir)
+        try:
+            ref.encode("utf-8")  # what is not valid Unicode (a lone surrogate) names no document
+        except UnicodeEncodeError:
+            candidates = []
+        else:
+            with self.connect() as conn:
+                candidates = index.find_documents(conn, ref, self.adapters_dir)
         if not candidates:
             raise UnknownDocumentError(f"no absorbed document matches {ref!r}: run `lift list` to see what is stored")
         if len(candidates) > 1:
