@@ -13,9 +13,9 @@ base model fingerprint, device, CPU thread count and training settings, and cach
 ``<cache_dir>/throughput.json``: the bundled sample document (about 2,000 tokens) is absorbed with the current
 recipe until ``MEASURE_STEPS`` optimizer steps are done, on a private copy of the model. The plan's size gives the
 tokens per document token; the loop's rate over those steps, the tokens per second; the time to the first step
-less one step's time, the set-up. The first steps see every example for the first time, so they run the frozen
-layers below the adapter that later passes skip (``training.layer_cache``): the measured rate is the slowest
-part of a run, and the estimate errs long rather than short.
+less one step's time, the set-up. Where the closed-book chats repeat unchanged (``regroup_questions`` off), the
+first steps see every example for the first time and run the frozen layers below the adapter that later passes
+skip (``training.layer_cache``): the measured rate is then the slowest part of a run, and the estimate errs long.
 
 It takes a few steps' time (seconds on a GPU, 10-20 s on a 2-core CPU for the default model) and writes
 nothing to the memory. A measurement taken on a busy machine is pessimistic: :func:`measure_throughput` measures

@@ -1,8 +1,9 @@
 """The frozen layers below the adapter, run once per training example instead of once per pass.
 
 With LoRA on the upper layers only (the default on small models), the layers below the lowest adapted one have
-nothing to train, and an example that comes round again (the closed-book conversations repeat every pass)
-enters them with the same tokens: their output is the same as the last time. The first time an example is seen,
+nothing to train, and an example that comes round again (the closed-book conversations repeat every pass when
+``regroup_questions`` is off; segments repeat when a short document is trained over several epochs) enters them
+with the same tokens: their output is the same as the last time. The first time an example is seen,
 the whole body runs and the hidden state entering the lowest adapted layer is kept; after that only the adapted
 layers run, starting from it. The result is exact, not an approximation: nothing that training changes reaches
 those layers. It saves their forward pass (the backward pass stops at the lowest adapted layer anyway), and costs
