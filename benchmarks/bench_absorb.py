@@ -9,6 +9,16 @@ default settings (whatever lift_tool.config says when this runs), timing:
   train s         the manifest's train_seconds (setup + optimisation loop + saving the adapter)
   training tok/s  tokens through the model per second of the loop (the manifest's tokens_per_second)
   peak RSS        the process's resident memory while absorbing (sampled every 20 ms)
+  train tok / doc tok   training tokens per document token: the recipe's cost
+  s / doc tok     wall seconds per document token
+  share of matmul rate  model FLOPs per training token × training tokens/s, against the rate a large matrix
+                  product reaches on the same cores and number format (measured before the runs): how close a
+                  step comes to what the machine can do. Model FLOPs per training token: the forward pass of
+                  every layer (2 × their weights), the backward pass through the adapted layers (activation
+                  gradients, 2 × their weights; LoRA's own are negligible), and the output layer forward and
+                  backward at the loss positions only; attention scores are left out (under 10% at these
+                  lengths). They count the work as if every layer ran on every pass: the frozen-layer cache
+                  skips part of it, which shows as a share that the same step without the cache could not reach.
 
 With --budget-seconds (and --budget-above T: only for documents longer than T tokens), a length whose training
 stops at the budget is reported as such, with its projected full time (planned steps x measured seconds per
@@ -47,6 +57,9 @@ def absorb_lengths(spec: str, device: str, lengths: list[int], budget: float | N
     loaded = load_model(settings=settings)
     title, source, _ = longest_loogle_document()
     meter = MemoryMeter()
+    from lift_tool.training.precision import training_precision
+
+    matmul = matmul_gflops(training_precision(device, settings.training.precision))
     rows = []
     for length in lengths:
         text = cut_to_tokens(loaded.tokenizer, source, length)
@@ -62,6 +75,7 @@ def absorb_lengths(spec: str, device: str, lengths: list[int], budget: float | N
         assert not result.cached
         wall = time.monotonic() - started
         manifest = result.adapter.manifest
+        flops = flops_per_training_token(loaded, lift.settings, document)
         row = {
             "device": device,
             "target_tokens": length,
@@ -77,6 +91,11 @@ def absorb_lengths(spec: str, device: str, lengths: list[int], budget: float | N
             "qa_pairs": manifest.qa_pairs,
             "final_loss": manifest.losses["final"],
             "precision": manifest.precision,
+            "training_tokens_per_document_token": round(manifest.tokens_trained / manifest.tokens, 2),
+            "seconds_per_document_token": round(wall / manifest.tokens, 4),
+            "gflops_per_training_token": round(flops / 1e9, 3),
+            "matmul_gflops": round(matmul, 1),
+            "share_of_matmul_rate": round(flops * manifest.tokens_per_second / (matmul * 1e9), 3),
             **meter.peak(),
         }
         if row["stopped_by_budget"]:
@@ -85,6 +104,37 @@ def absorb_lengths(spec: str, device: str, lengths: list[int], budget: float | N
         print(json.dumps(row), file=sys.stderr, flush=True)
     meter.close()
     return rows
+
+
+def matmul_gflops(precision: str, size: int = 1024, seconds: float = 2.0) -> float:
+    """The rate of a large matrix product on this machine's cores, in the training's number format."""
+    import torch
+
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    torch.mm(a, b)
+    done, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        torch.mm(a, b)
+        done += 1
+    return 2 * size**3 * done / (time.perf_counter() - started) / 1e9
+
+
+def flops_per_training_token(loaded, settings, document) -> float:
+    """Model FLOPs per training token of absorbing ``document`` (see the module's docstring)."""
+    import torch
+
+    from lift_tool.training.absorb import setup
+
+    plan = setup(document, loaded, settings)
+    layers = loaded.model.model.layers
+    adapted = set(plan.settings.lora.adapted_layers(len(layers)))
+    weights = [sum(m.weight.numel() for m in layer.modules() if isinstance(m, torch.nn.Linear)) for layer in layers]
+    examples = [example for batch in plan.micro_batches for example in batch]
+    target_share = sum(e.target_tokens for e in examples) / max(1, sum(len(e) for e in examples))
+    head = loaded.model.get_output_embeddings().weight.numel()
+    return (2 * sum(weights) + 2 * sum(w for i, w in enumerate(weights) if i in adapted)
+            + 4 * head * target_share)
 
 
 def layers_trained(fraction: float | None) -> str:
@@ -103,8 +153,9 @@ def render(rows: list[dict], args, started: str, seconds: float, description: st
         + (f", time budget {args.budget_seconds:g} s" + (f" for documents over {args.budget_above:,} tokens"
            if args.budget_above else "") if args.budget_seconds else "") + ".",
         "",
-        "| device | tokens | wall s | train s | steps | training tok/s | document tok/s (wall) | QA pairs | final loss | peak RSS MiB |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| device | tokens | wall s | train s | steps | train tok / doc tok | training tok/s | s / doc tok | "
+        "GFLOP / train tok | share of matmul rate | QA pairs | final loss | peak RSS MiB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         train = f"{r['train_s']:.0f}"
@@ -112,8 +163,10 @@ def render(rows: list[dict], args, started: str, seconds: float, description: st
             train += f" (budget; projected full: {r['projected_train_s']:.0f})"
         lines.append(
             f"| {r['device']} | {r['tokens']:,} | {r['wall_s']:.0f} | {train} | {r['steps']}/{r['planned_steps']} | "
-            f"{r['tokens_per_second']:.0f} | {r['doc_tokens_per_second']:.1f} | {r['qa_pairs']} | {r['final_loss']} | "
-            f"{r['peak_rss_mib']:.0f} |"
+            f"{r['training_tokens_per_document_token']:.1f} | {r['tokens_per_second']:.0f} | "
+            f"{r['seconds_per_document_token']:.3f} | {r['gflops_per_training_token']:.2f} | "
+            f"{r['share_of_matmul_rate']:.0%} of {r['matmul_gflops']:.0f} GFLOP/s | {r['qa_pairs']} | "
+            f"{r['final_loss']} | {r['peak_rss_mib']:.0f} |"
         )
     lines += ["", "## Growth", ""]
     for device in dict.fromkeys(r["device"] for r in rows):

@@ -1,29 +1,41 @@
 """Compare absorption recipes on the demo document: closed-book accuracy on its hand-written questions against
-training cost. This is how the defaults in ``lift_tool/config.py`` were chosen.
+training cost, over several training seeds. This is how the defaults in ``lift_tool/config.py`` are chosen.
 
-    python benchmarks/bench_recipe.py [--recipes default,qa3,...] [--out DIR]
+    python benchmarks/bench_recipe.py [--recipes default,qa3,...] [--seeds 0,1,2] [--row NAME] [--out DIR]
 
-Each recipe is a set of overrides of the default training settings; every recipe absorbs the same document
-with the same seed on one loaded model, then answers the questions with the adapter and no document in the
-prompt. Writes benchmarks/results/recipe/recipe.md and recipe.json.
+Each recipe is a set of overrides of the default training settings; every recipe absorbs the same document on
+one loaded model with each seed, then answers the questions with the adapter and no document in the prompt.
+Rows are kept in recipe.json by name, so the recipes can be run in parts (a later run replaces a row of the same
+name); recipe.md is written from all of them. ``--row NAME`` stores a single recipe under another name, for a
+row measured on an earlier commit (run this script with that commit's lift_tool installed).
 """
 
 from __future__ import annotations
 
 import argparse
-import shlex
+import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from common import header, machine, merged, results_dir, started_at, write_json
+from common import command_line, header, machine, merged, read_json, results_dir, started_at, write_json
 
 RECIPES = {  # name: (what it changes, overrides of the default settings: "training" and "lora")
     "default": ("the defaults", {}),
+    "fixed-chats": ("the same closed-book chats every pass, whose repeats skip the frozen layers (cache on)",
+                    {"training": {"regroup_questions": False}}),
+    "no-layer-cache": ("the same closed-book chats every pass, frozen layers run on every pass (cache off)",
+                       {"training": {"regroup_questions": False, "frozen_layer_cache_mb": 0}}),
     "all-layers": ("LoRA on every layer", {"lora": {"layer_fraction": 1.0}}),
     "upper-third": ("LoRA on the upper third of the layers", {"lora": {"layer_fraction": 1 / 3}}),
+    "qa4": ("fewer question passes (qa 4)", {"training": {"mix": {"qa": 4.0}}}),
     "qa3": ("fewer question passes (qa 3)", {"training": {"mix": {"qa": 3.0}}}),
+    "qa3-lr6e-3": ("qa 3 at learning rate 6e-3", {"training": {"mix": {"qa": 3.0}, "learning_rate": 6e-3}}),
+    "qa2-lr8e-3": ("qa 2 at learning rate 8e-3", {"training": {"mix": {"qa": 2.0}, "learning_rate": 8e-3}}),
+    "conv16": ("16 questions per training chat", {"training": {"qa_per_conversation": 16}}),
+    "questions2": ("2 rule questions per sentence (4)", {"training": {"questions_per_sentence": 2}}),
+    "no-long": ("no long-context examples (qa_long, contextual 0)", {"training": {"mix": {"qa_long": 0.0, "contextual": 0.0}}}),
     "questions-only": ("closed-book questions only",
                        {"training": {"mix": {"qa": 5.0, "qa_long": 0.0, "segments": 0.0, "contextual": 0.0}}}),
     "more-text": ("more raw text (segments 1, contextual 1)", {"training": {"mix": {"segments": 1.0, "contextual": 1.0}}}),
@@ -32,79 +44,106 @@ RECIPES = {  # name: (what it changes, overrides of the default settings: "train
 }
 
 
-def run(recipes: list[str], out: Path) -> None:
+def measure(name: str, overrides: dict, seeds: list[int], loaded, document, questions, base_settings) -> dict:
+    """Absorb ``document`` with the recipe once per seed; the adapter's right answers, time and tokens."""
     from peft import PeftModel
 
-    from lift_tool.training.absorb import absorb
-    from lift_tool.generation import answer
     from lift_tool.config import load_settings
     from lift_tool.demo import is_right
-    from lift_tool.sample import sample_document_path, sample_questions
-    from lift_tool.documents import read_document
-    from lift_tool.models import load_model
+    from lift_tool.generation import answer
+    from lift_tool.training.absorb import absorb
 
-    when, on_machine, t0 = started_at(), machine(), time.monotonic()
-    document = read_document(sample_document_path())
-    questions = sample_questions()
-    base_settings = load_settings()
-    loaded = load_model(settings=base_settings)
-    rows = []
-    for name in recipes:
-        description, overrides = RECIPES[name]
-        settings = load_settings(**merged(base_settings.model_dump(include={"training", "lora"}), overrides))
+    runs = []
+    for seed in seeds:
+        settings = load_settings(**merged(base_settings.model_dump(include={"training", "lora"}),
+                                          merged(overrides, {"training": {"seed": seed}})))
         with tempfile.TemporaryDirectory() as folder:
             started = time.monotonic()
             manifest = absorb(document, loaded, settings, Path(folder), progress=False)
             seconds = time.monotonic() - started
             adapted = PeftModel.from_pretrained(loaded.model, folder)
             right = sum(
-                is_right(answer(adapted, loaded.tokenizer, q["question"], [document.title], max_new_tokens=32), q["answers"])
+                is_right(answer(adapted, loaded.tokenizer, q["question"], [document.title], max_new_tokens=32),
+                         q["answers"])
                 for q in questions
             )
             loaded.model = adapted.unload()
-        rows.append({
-            "recipe": name,
-            "description": description,
-            "overrides": overrides,
-            "right": right,
-            "questions": len(questions),
-            "absorb_seconds": round(seconds, 1),
-            "training_tokens": manifest.tokens_trained,
-            "tokens_per_second": manifest.tokens_per_second,
-            "steps": manifest.steps,
-        })
-        print(f"{name}: {right}/{len(questions)} right, {seconds:.0f} s, {manifest.tokens_trained} tokens", flush=True)
+        runs.append({"seed": seed, "right": right, "absorb_seconds": round(seconds, 1),
+                     "training_tokens": manifest.tokens_trained, "tokens_per_second": manifest.tokens_per_second,
+                     "steps": manifest.steps})
+        print(f"{name} seed {seed}: {right}/{len(questions)} right, {seconds:.0f} s, {manifest.tokens_trained} tokens",
+              flush=True)
+    return {"recipe": name, "overrides": overrides, "questions": len(questions), "document_tokens": manifest.tokens,
+            "runs": runs}
 
-    command = shlex.join(["python", "benchmarks/bench_recipe.py", *sys.argv[1:]])
-    write_json(out / "recipe.json", {"machine": on_machine, "started": when, "command": command,
-                                     "document_tokens": manifest.tokens, "rows": rows})
+
+def write_report(out: Path, rows: dict[str, dict], started: str, on_machine: str, minutes: float) -> None:
     lines = [
-        *header("Absorption recipes on the demo document", when, on_machine, (time.monotonic() - t0) / 60,
-                command=command),
-        f"Document: `lift_tool/data/harrowmere.md` ({manifest.tokens:,} tokens of invented facts). Questions: the "
-        f"{len(questions)} hand-written questions of `harrowmere_questions.json`, never trained on, asked with the "
-        "adapter and no document in the prompt; right when the answer contains an accepted answer. Same seed "
-        "for every recipe; one run each, so one question either way is within noise.",
+        *header("Absorption recipes on the demo document", started, on_machine, minutes,
+                command="python benchmarks/bench_recipe.py (rows run in parts: see each row's command in recipe.json)"),
+        "Document: `lift_tool/data/harrowmere.md` (1,954 tokens of invented facts). Questions: the 16 hand-written "
+        "questions of `harrowmere_questions.json`, never trained on, asked with the adapter and no document in the "
+        "prompt; right when the answer contains an accepted answer. Each recipe is absorbed once per training seed; "
+        "right answers are summed over the seeds (one question either way per seed is within noise), times and "
+        "rates are medians over the seeds. Training tokens per document token is the recipe's cost; tokens/s its "
+        "speed on this machine.",
         "",
-        "| recipe | what it changes | right | absorb s | training tokens | tokens/s | steps |",
+        "| recipe | what it changes | right (per seed) | absorb s | training tokens per document token | "
+        "training tokens/s | steps |",
         "|---|---|---|---|---|---|---|",
     ]
-    for row in rows:
-        lines.append(f"| {row['recipe']} | {row['description']} | {row['right']}/{row['questions']} | "
-                     f"{row['absorb_seconds']} | {row['training_tokens']:,} | {row['tokens_per_second']:.0f} | {row['steps']} |")
+    for row in rows.values():
+        runs = row["runs"]
+        per_seed = ", ".join(str(run["right"]) for run in runs)
+        total = sum(run["right"] for run in runs)
+        tokens = statistics.median(run["training_tokens"] for run in runs) / row["document_tokens"]
+        lines.append(
+            f"| {row['recipe']} | {row['description']} | {total}/{row['questions'] * len(runs)} ({per_seed}) | "
+            f"{statistics.median(run['absorb_seconds'] for run in runs):.0f} | {tokens:.1f} | "
+            f"{statistics.median(run['tokens_per_second'] for run in runs):.0f} | "
+            f"{statistics.median(run['steps'] for run in runs):.0f} |")
+    lines += ["", "Machines and start times of the rows (each row ran as one command):", ""]
+    lines += [f"- {row['recipe']}: `{row['command']}`, {row['started']}; {row['machine']}" for row in rows.values()]
     (out / "recipe.md").write_text("\n".join(lines) + "\n")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--recipes", default=",".join(RECIPES), help="comma-separated names from RECIPES")
+    parser.add_argument("--recipes", default="default", help=f"comma-separated names from: {', '.join(RECIPES)}")
+    parser.add_argument("--seeds", default="0,1,2", help="training seeds, comma-separated")
+    parser.add_argument("--row", help="store the (single) recipe under this row name, e.g. for an earlier commit")
+    parser.add_argument("--description", help="what the row under --row is")
     parser.add_argument("--out", type=Path, default=results_dir("recipe"))
     args = parser.parse_args()
     names = [name.strip() for name in args.recipes.split(",") if name.strip()]
     unknown = [name for name in names if name not in RECIPES]
     if unknown:
         parser.error(f"unknown recipes {unknown}; known: {list(RECIPES)}")
-    run(names, args.out)
+    if args.row and len(names) != 1:
+        parser.error("--row names one recipe's row: give one recipe")
+    seeds = [int(seed) for seed in args.seeds.split(",")]
+
+    from lift_tool.config import load_settings
+    from lift_tool.documents import read_document
+    from lift_tool.models import load_model
+    from lift_tool.sample import sample_document_path, sample_questions
+
+    path = args.out / "recipe.json"
+    rows = {row["recipe"]: row for row in read_json(path)["rows"]} if path.with_suffix(".json").exists() else {}
+    started, on_machine, t0 = started_at(), machine(), time.monotonic()
+    document, questions = read_document(sample_document_path()), sample_questions()
+    base_settings = load_settings()
+    loaded = load_model(settings=base_settings)
+    for name in names:
+        description, overrides = RECIPES[name]
+        row = measure(name, overrides, seeds, loaded, document, questions, base_settings)
+        row_name = args.row or name
+        row.update(recipe=row_name, description=args.description or description, command=command_line(),
+                   started=started, machine=on_machine)
+        rows[row_name] = row
+        write_json(path, {"rows": list(rows.values())})
+        write_report(args.out, rows, started, on_machine, (time.monotonic() - t0) / 60)
+    print(f"wrote {args.out / 'recipe.md'}", file=sys.stderr)
 
 
 if __name__ == "__main__":

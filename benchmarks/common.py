@@ -203,7 +203,7 @@ def merged(base: dict, overrides: dict) -> dict:
     """``base`` with ``overrides`` laid over it, nested dictionaries merged key by key."""
     result = dict(base)
     for key, value in overrides.items():
-        result[key] = merged(result[key], value) if isinstance(value, dict) else value
+        result[key] = merged(result.get(key, {}), value) if isinstance(value, dict) else value
     return result
 
 

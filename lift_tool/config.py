@@ -46,7 +46,7 @@ class TaskMix(BaseModel):
 
     A weight is how many passes over the kind's natural set one epoch holds (every segment once, every
     generated question once); fractions take a random part; 0 turns a kind off. The defaults were chosen by
-    measurement on the demo document within a 90-second CPU budget (benchmarks/results/recipe/recipe.md): closed-book
+    measurement on the demo document within a 90-second CPU budget (docs/recipe.md, step 1): closed-book
     questions carry recall; a little of each long-context kind keeps the adapter able to use text in its prompt.
     """
 

@@ -33,7 +33,7 @@ def generate_qa(document: "Document", settings: "Settings", qa_generator=None) -
 def settings_for_model(loaded: "LoadedModel", settings: "Settings") -> "Settings":
     """The settings with what they leave to the model's size filled in, as measured:
 
-    - learning rate: 4e-3 suits SmolLM2-135M (benchmarks/results/recipe/recipe.md); on Qwen2.5-0.5B it made the loss
+    - learning rate: 4e-3 suits SmolLM2-135M (docs/recipe.md, step 1); on Qwen2.5-0.5B it made the loss
       diverge, where 1e-3 trained steadily;
     - adapted layers: on SmolLM2-135M the upper half learns nearly as much as every layer in about half the time;
       on Qwen2.5-0.5B every layer scored F1 21.6 against 12.9 for the upper half, for 1.4x the time, and neither
