@@ -135,7 +135,7 @@ def test_cli_absorb_with_unsloth_on_cpu_fails_in_one_line(tiny_model_dir, tmp_pa
          "absorb", str(document), "--backend", "unsloth", "--quiet"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
     )
-    assert result.returncode == 2, result.stderr
+    assert result.returncode == 1, result.stderr  # an error found while running (2 is for a wrong command line)
     assert "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("lift: error:")]
     assert len(errors) == 1, result.stderr
