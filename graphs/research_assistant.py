@@ -38,8 +38,8 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 from typing_extensions import TypedDict
 
-from lift_tool.documents import DOCUMENT_SUFFIXES
-from lift_tool.errors import LiftError
+from lift_tool.documents import DOCUMENT_SUFFIXES, confine
+from lift_tool.errors import InputError, LiftError
 from lift_tool.graphs import Configuration
 
 _log = logging.getLogger("lift_tool.research")
@@ -73,13 +73,19 @@ class ResearchState(ResearchInput, ResearchOutput, total=False):
 # ---------------------------------------------------------------------------------------------------- nodes
 
 
-def ingest(state: ResearchState, config: RunnableConfig) -> dict[str, Any]:
-    """Send every document in the folder through the router."""
+def ingest(state: ResearchState, config: RunnableConfig, runtime: Runtime[Configuration]) -> dict[str, Any]:
+    """Send every document in the folder through the router. The folder, named by the run's input, is listed only
+    when it lies in the folders that may be read (``allowed_roots``), as each file is read only from there."""
     from lift_tool.graphs.router import graph as router
 
-    folder = Path(state.get("folder") or "").expanduser()
-    if not state.get("folder") or not folder.is_dir():
-        return _stop(f"the folder {str(folder)!r} does not exist: give a folder of documents")
+    if not state.get("folder"):
+        return _stop("no folder was given: give a folder of documents")
+    try:
+        folder = confine(state["folder"], Configuration.of(runtime, config).lift_settings().allowed_roots)
+    except InputError as err:
+        return _stop(str(err))
+    if not folder.is_dir():
+        return _stop(f"the folder {state['folder']!r} does not exist: give a folder of documents")
     files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in DOCUMENT_SUFFIXES
                    and not p.name.startswith("."))
     if not files:

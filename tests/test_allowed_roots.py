@@ -90,3 +90,17 @@ def test_the_cli_reads_any_file(tmp_path, tiny_model_dir, layout):
                              str(outside / "id_rsa"), "--quiet"], capture_output=True, text=True, env=env, cwd=REPO,
                             timeout=300)
     assert result.returncode == 0, result.stderr
+
+
+def test_the_research_assistant_lists_only_an_allowed_folder(lift, layout, tiny_model_dir, tmp_path):
+    from lift_tool.graphs.research_assistant import graph
+
+    allowed, outside = layout
+    configurable = {"model": str(tiny_model_dir), "home": str(lift.settings.home), "device": "cpu",
+                    "settings": {"cache_dir": str(tmp_path / "cache"), "allowed_roots": [str(allowed)]}}
+    for folder in (outside, allowed / "escape"):  # outside, directly or through a link
+        out = graph.invoke({"question": "What is the vault code?", "folder": str(folder)},
+                           {"configurable": configurable})
+        assert "LIFT_ALLOWED_ROOTS" in out["report"] and out["documents"] == [], out["report"]
+        assert "id_rsa" not in out["report"]  # not even the names of its files
+    assert lift.documents() == []
