@@ -106,39 +106,23 @@ class Lift:
 
     # The model and its adapter pool live on the host, shared by the Lifts on it.
     @property
-    def _loaded(self) -> "LoadedModel | None":
-        return self.host.loaded
-
-    @_loaded.setter
-    def _loaded(self, value: "LoadedModel | None") -> None:
-        self.host.loaded = value
-
-    @property
-    def _pool(self) -> "AdapterPool | None":
-        return self.host.pool
-
-    @_pool.setter
-    def _pool(self, value: "AdapterPool | None") -> None:
-        self.host.pool = value
-
-    @property
     def loaded(self) -> "LoadedModel":
         with self.lock:
-            if self._loaded is None:
+            if self.host.loaded is None:
                 from lift_tool.models import load_model
 
-                self._loaded = load_model(settings=self.settings)
-            return self._loaded
+                self.host.loaded = load_model(settings=self.settings)
+            return self.host.loaded
 
     @property
     def pool(self) -> "AdapterPool":
         with self.lock:
-            if self._pool is None:
+            if self.host.pool is None:
                 from lift_tool.memory.pool import AdapterPool
 
                 loaded = self.loaded
-                self._pool = AdapterPool(loaded.model, loaded.fingerprint, self.registry, self.settings.pool_capacity)
-            return self._pool
+                self.host.pool = AdapterPool(loaded.model, loaded.fingerprint, self.registry, self.settings.pool_capacity)
+            return self.host.pool
 
     @property
     def store(self) -> "RetrievalStore":
@@ -244,8 +228,8 @@ class Lift:
             if cached is None:
                 if shared:
                     self.answering.prefix_cache.clear()
-                if shared and self._pool is not None:
-                    self._pool.release()  # training needs the bare model
+                if shared and self.host.pool is not None:
+                    self.host.pool.release()  # training needs the bare model
                 with self.registry.staging() as staged:
                     manifest = absorb(document, loaded, settings, staged, qa_generator=qa_generator, progress=progress,
                                       on_step=on_step)
@@ -253,8 +237,8 @@ class Lift:
                         raise InputError(_too_short(document.title, "no training example could be made from it"))
                     make_portable(staged, manifest, hub_name(self.settings.model, loaded.path))
                     entry = self.registry.add_adapter(staged, text=document.text)
-                if shared and self._pool is not None:
-                    self._pool.model = loaded.model
+                if shared and self.host.pool is not None:
+                    self.host.pool.model = loaded.model
             else:
                 entry = cached
             doc_entry = self.registry.add_document(document.doc_id, document.title, document.text, tokens, route="absorb")
@@ -274,9 +258,9 @@ class Lift:
         self.jobs.stop(entry.doc_id)  # outside self.lock: the job needs that lock to finish
         with self.lock:
             entry = self.registry.resolve(entry.doc_id)
-            if self._pool is not None:
+            if self.host.pool is not None:
                 for adapter in entry.adapters:
-                    self._pool.evict(adapter.key)
+                    self.host.pool.evict(adapter.key)
             removed = self.registry.remove(entry.doc_id)
         try:
             self.store.remove_document(removed.doc_id)
@@ -334,7 +318,7 @@ class Lift:
         if not document.adapters:
             raise InputError(f"{document.title!r} has no adapter (it is kept for {document.route}): nothing to export "
                              "as PEFT; `lift export` moves its memory as an archive")
-        fingerprint = self._loaded.fingerprint if self._loaded is not None else None
+        fingerprint = self.host.loaded.fingerprint if self.host.loaded is not None else None
         mine = [adapter for adapter in document.adapters if adapter.base_fingerprint == fingerprint]
         entry = max(mine or document.adapters, key=lambda adapter: adapter.created)
         return export_peft(entry, self.registry.read_intact(entry, WEIGHTS_FILE), Path(folder), force=force)
@@ -363,9 +347,9 @@ class Lift:
             if fresh.fingerprint == loaded.fingerprint:
                 return fresh
         with self.lock:
-            if self._pool is not None:
-                self._pool.release()  # copy the bare model, not the pool's LoRA layers
-                self._pool.model = loaded.model
+            if self.host.pool is not None:
+                self.host.pool.release()  # copy the bare model, not the pool's LoRA layers
+                self.host.pool.model = loaded.model
             model = copy.deepcopy(loaded.model)
         return wrap_model(model, copy.deepcopy(loaded.tokenizer), loaded.name, loaded.fingerprint, loaded.path)
 
