@@ -4,11 +4,11 @@ dev server serving them to a langgraph_sdk client."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -238,51 +238,30 @@ def test_the_research_assistant_stops_on_an_empty_or_missing_folder(configurable
 # ---------------------------------------------------------------------------------------- langgraph dev
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+def langgraph_dev_script():
+    """scripts/langgraph_dev_store.py as a module: its ``langgraph_dev`` starts and stops the server."""
+    spec = importlib.util.spec_from_file_location("langgraph_dev_store", ROOT / "scripts" / "langgraph_dev_store.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.mark.integration
 @pytest.mark.timeout(300)
-def test_langgraph_dev_serves_the_graphs(tiny_model_dir, tmp_path):
+def test_langgraph_dev_serves_the_graphs(tiny_model_dir, tmp_path, monkeypatch):
     """`langgraph dev` (langgraph-cli[inmem]) on loopback, offline, with langgraph.json; a langgraph_sdk client
     routes a document and holds a two-turn session."""
     pytest.importorskip("langgraph_api", reason="langgraph dev needs langgraph-cli[inmem] (pip install 'lift-tool[dev]')")
-    cli = shutil.which("langgraph", path=str(Path(sys.executable).parent)) or shutil.which("langgraph")
-    if cli is None:
+    if (shutil.which("langgraph", path=str(Path(sys.executable).parent)) or shutil.which("langgraph")) is None:
         pytest.skip("the langgraph command is not installed")
-    import httpx
     from langgraph_sdk import get_sync_client
 
-    # The server resolves graph paths against its working folder: run it in a scratch folder (it writes its
-    # state there) with the project's langgraph.json, paths made absolute.
-    config = json.loads((ROOT / "langgraph.json").read_text())
-    config["dependencies"] = [str(ROOT)]
-    config["graphs"] = {name: str(ROOT / spec) for name, spec in config["graphs"].items()}
-    (tmp_path / "langgraph.json").write_text(json.dumps(config))
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = subprocess_env(LIFT_HOME=str(tmp_path / "home"), LIFT_MODEL=str(tiny_model_dir), LIFT_DEVICE="cpu",
-                         LIFT_CACHE_DIR=str(tmp_path / "cache"), LIFT_MAX_NEW_TOKENS="8",
-                         LANGGRAPH_CLI_NO_ANALYTICS="1", LANGSMITH_TRACING="false")
-    log = open(tmp_path / "server.log", "w")
-    server = subprocess.Popen([cli, "dev", "--no-browser", "--no-reload", "--host", "127.0.0.1", "--port", str(port),
-                               "--config", str(tmp_path / "langgraph.json")], cwd=tmp_path, env=env, stdout=log,
-                              stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert server.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
-            try:
-                if httpx.get(f"{url}/ok", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "langgraph dev did not start in 120 s"
-            time.sleep(1)
-
+    for name, value in {"LIFT_HOME": str(tmp_path / "home"), "LIFT_MODEL": str(tiny_model_dir), "LIFT_DEVICE": "cpu",
+                        "LIFT_CACHE_DIR": str(tmp_path / "cache"), "LIFT_MAX_NEW_TOKENS": "8",
+                        "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}.items():
+        monkeypatch.setenv(name, value)
+    # The server runs in a scratch folder (it writes its state there) with the project's langgraph.json.
+    with langgraph_dev_script().langgraph_dev(tmp_path) as url:
         client = get_sync_client(url=url)
         assert {a["graph_id"] for a in client.assistants.search()} == {"router", "doc_qa", "research_assistant", "memory"}
         routed = client.runs.wait(None, "router", input={"source": NOTE},
@@ -296,11 +275,3 @@ def test_langgraph_dev_serves_the_graphs(tiny_model_dir, tmp_path):
         assert first["messages"][-1]["response_metadata"]["sources"][0]["doc_id"] == routed["doc_id"]
         second = client.runs.wait(thread, "doc_qa", input={"messages": [{"role": "user", "content": "When?"}]})
         assert [m["type"] for m in second["messages"]] == ["human", "ai", "human", "ai"]
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)  # the server and anything it started, nothing else
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait(timeout=30)
-        log.close()
