@@ -156,11 +156,21 @@ class Settings(BaseSettings):
         return value
 
     def training_fingerprint(self) -> str:
-        """A short hash of everything that changes what absorption learns (not where files go)."""
+        """A short hash of everything that changes what absorption learns (not where files go). A setting added
+        later counts only when it differs from the value that trains as before it existed (``AS_BEFORE``), so the
+        adapters stored until then keep matching their settings."""
         speed_only = {"budget_seconds", "frozen_layer_cache_mb"}
-        relevant = {"lora": self.lora.model_dump(), "training": self.training.model_dump(exclude=speed_only)}
+        training = self.training.model_dump(exclude=speed_only)
+        for name, value in AS_BEFORE.items():
+            if training.get(name) == value:
+                del training[name]
+        relevant = {"lora": self.lora.model_dump(), "training": training}
         blob = json.dumps(relevant, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+
+# Training settings added after adapters were stored, with the value that trains exactly as before they existed.
+AS_BEFORE = {"regroup_questions": True}
 
 
 def load_settings(**overrides) -> Settings:

@@ -97,3 +97,17 @@ def test_closed_book_chats_are_the_same_every_pass_unless_regrouped(real_tokeniz
     assert (chats[0] == chats[1]) != regroup
     asked = [e for e in builder.epoch(random.Random(0)) if e.kind == "qa"]
     assert sum(e.target_tokens for e in asked) > 0
+
+
+def test_regroup_questions_at_its_earlier_value_keeps_the_fingerprint_of_adapters_stored_before_it_existed():
+    import hashlib
+    import json
+
+    settings = Settings()  # regroup_questions defaults to True: chats as they were made before the setting
+    before = {"lora": settings.lora.model_dump(),
+              "training": settings.training.model_dump(exclude={"budget_seconds", "frozen_layer_cache_mb",
+                                                                "regroup_questions"})}
+    as_before = hashlib.sha256(json.dumps(before, sort_keys=True).encode()).hexdigest()[:16]
+    assert settings.training_fingerprint() == as_before
+    fixed = Settings.model_validate({"training": {"regroup_questions": False}})
+    assert fixed.training_fingerprint() != as_before  # another recipe, another adapter
