@@ -115,6 +115,14 @@ class RetrievalSettings(BaseModel):
     adapter_min_probability: float = Field(0.5, ge=0, le=1)
 
 
+class ChromaSettings(BaseModel):
+    """Where the retrieval store lives: the memory folder (embedded Chroma) or a Chroma server that several
+    lift-tool processes share (``LIFT_CHROMA__URL=http://host:8000``, started with ``chroma run``)."""
+
+    url: str | None = None
+    collection: str = Field("lift_chunks", min_length=3, max_length=512)  # one per memory on a shared server
+
+
 class Settings(BaseSettings):
     """Every setting of lift-tool, read from the environment (``LIFT_`` prefix, ``__`` for nesting) or given."""
 
@@ -147,6 +155,7 @@ class Settings(BaseSettings):
     lora: LoraSettings = LoraSettings()
     training: TrainingSettings = TrainingSettings()
     retrieval: RetrievalSettings = RetrievalSettings()
+    chroma: ChromaSettings = ChromaSettings()
 
     @field_validator("allowed_roots", mode="before")
     @classmethod

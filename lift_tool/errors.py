@@ -47,3 +47,8 @@ class AbsorptionInterrupted(LiftError):
 
 class StorageError(LiftError):
     """The memory folder could not be read or written (disk full, permissions, a damaged index)."""
+
+
+class ServerError(LiftError):
+    """A server that lift-tool was pointed at (a Chroma server, a vLLM server, a Ray cluster) does not answer or
+    refused a request; the message names the setting that points there and the local alternative."""

@@ -129,9 +129,11 @@ class Lift:
         if self._store is None:
             from lift_tool.memory.retrieval import RetrievalStore
 
-            retrieval = self.settings.retrieval
-            self._store = RetrievalStore(self.settings.home / "chroma", chunk_tokens=retrieval.chunk_tokens,
-                                         chunk_overlap=retrieval.chunk_overlap)
+            retrieval, chroma = self.settings.retrieval, self.settings.chroma
+            folder = self.settings.home / "chroma" if chroma.url is None else None
+            self._store = RetrievalStore(folder, chunk_tokens=retrieval.chunk_tokens,
+                                         chunk_overlap=retrieval.chunk_overlap, url=chroma.url,
+                                         collection=chroma.collection)
         return self._store
 
     @property

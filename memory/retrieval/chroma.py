@@ -1,4 +1,5 @@
-"""The Chroma client: one per folder and process, reopened when the folder is removed or replaced.
+"""The Chroma client: one per folder and process (reopened when the folder is removed or replaced), or one per
+server URL.
 
 Chroma keeps one system per path for the whole process, and a client on a folder that was deleted still
 answers reads from the deleted files and fails on writes. ``shared_client`` checks the identity of the
@@ -13,7 +14,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from lift_tool.errors import LiftError, StorageError
+from lift_tool.errors import LiftError, ServerError, StorageError
 from lift_tool.files import write_problem
 from lift_tool.memory.retrieval.embedder import OfflineEmbedder
 
@@ -21,6 +22,40 @@ _CLIENTS_LOCK = threading.RLock()
 _CLIENTS: dict[str, tuple[Any, tuple[int, int]]] = {}  # folder -> (client, identity of its sqlite file)
 _FAILED_WRITES: set[str] = set()  # folders whose client failed a write: a writer gets a new one
 _SQLITE = "chroma.sqlite3"
+_SERVERS: dict[str, Any] = {}  # url -> client
+
+
+def _register_embedder() -> None:
+    from chromadb.utils.embedding_functions import register_embedding_function
+
+    # Registered so that Chroma can rebuild our embedding function from the collection's stored config.
+    register_embedding_function(OfflineEmbedder)
+
+
+def server_client(url: str) -> Any:
+    """The process's one client of the Chroma server at ``url`` (``http://host:port``, or https)."""
+    from urllib.parse import urlparse
+
+    with _CLIENTS_LOCK:
+        if url in _SERVERS:
+            return _SERVERS[url]
+        parts = urlparse(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ServerError(f"LIFT_CHROMA__URL must look like http://host:port, got {url!r}")
+        import chromadb
+        from chromadb.config import Settings
+
+        _register_embedder()
+        try:
+            client = chromadb.HttpClient(host=parts.hostname, port=parts.port or (443 if parts.scheme == "https" else 8000),
+                                         ssl=parts.scheme == "https", settings=Settings(anonymized_telemetry=False))
+            client.heartbeat()
+        except Exception as err:  # noqa: BLE001 - refused, unreachable, not a Chroma server
+            raise ServerError(f"the Chroma server at {url} does not answer ({type(err).__name__}: {err}); start it "
+                              "(`chroma run`) or unset LIFT_CHROMA__URL to keep the retrieval store in the memory "
+                              "folder") from None
+        _SERVERS[url] = client
+        return client
 
 
 def _file_identity(folder: str) -> tuple[int, int] | None:
@@ -75,10 +110,8 @@ def shared_client(folder: str, writing: bool = False) -> Any:
             _drop_chroma_system(folder)  # stale, or someone else's client on files that are gone
         import chromadb
         from chromadb.config import Settings
-        from chromadb.utils.embedding_functions import register_embedding_function
 
-        # Registered so that Chroma can rebuild our embedding function from the collection's stored config.
-        register_embedding_function(OfflineEmbedder)
+        _register_embedder()
         try:
             Path(folder).mkdir(parents=True, exist_ok=True)
             client = chromadb.PersistentClient(path=folder, settings=Settings(anonymized_telemetry=False))

@@ -1,6 +1,9 @@
 """The retrieval store: documents as embedded chunks in one Chroma collection, searched and chosen by question.
 
-Concurrency. Chroma does not support several processes using one folder: each process keeps its own
+Where. In a folder (Chroma's embedded ``PersistentClient``), or on a Chroma server (``chroma run``) given by its
+URL, which any number of processes may share: the server keeps the one index, so each sees what the others add.
+
+Concurrency in a folder. Chroma does not support several processes using one folder: each process keeps its own
 in-memory vector index, so a process does not find, in search, chunks that another process added after it
 opened the store (``document_ids`` does list them), and concurrent writers risk losing vectors. Safe: one
 process at a time holds the store (the agent, or one ``lift`` command); another process opened afterwards
@@ -19,11 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from lift_tool.errors import ConfigError, InputError, LiftError, StorageError
+from lift_tool.errors import ConfigError, InputError, LiftError, ServerError, StorageError
 from lift_tool.files import write_problem
 from lift_tool.memory.retrieval.batching import batched
 from lift_tool.memory.retrieval.bm25 import keyword_ranking
-from lift_tool.memory.retrieval.chroma import shared_client, write_failed
+from lift_tool.memory.retrieval.chroma import server_client, shared_client, write_failed
 from lift_tool.memory.retrieval.chunking import chunk_text
 from lift_tool.memory.retrieval.embedder import MAX_MODEL_TOKENS, OfflineEmbedder, embedding_tokenizer
 from lift_tool.memory.retrieval.fusion import fuse_rankings
@@ -79,19 +82,26 @@ def _cosine(a: Any, b: Any) -> float:
 
 
 class RetrievalStore:
-    """Documents as embedded chunks in one Chroma collection (cosine distance) under ``path``.
+    """Documents as embedded chunks in one Chroma collection (cosine distance), in the folder ``path`` or on the
+    Chroma server at ``url`` (give one of the two).
 
-    Opening is lazy: constructing a store costs nothing; the first call opens (or creates) the folder.
+    Opening is lazy: constructing a store costs nothing; the first call opens (or creates) the folder or the
+    server's collection.
     """
 
-    def __init__(self, path: Path, embedder: Any = None, chunk_tokens: int = 200, chunk_overlap: int = 50):
+    def __init__(self, path: Path | None = None, embedder: Any = None, chunk_tokens: int = 200,
+                 chunk_overlap: int = 50, url: str | None = None, collection: str = COLLECTION):
+        if (path is None) == (url is None):
+            raise ConfigError("a retrieval store lives in a folder or on a server: give path or url, not both")
         limit = MAX_MODEL_TOKENS - 2  # room for [CLS] and [SEP]
         if not 1 <= chunk_tokens <= limit:
             raise ConfigError(f"chunk_tokens must be in [1, {limit}] for the embedding model, got {chunk_tokens}")
         if not 0 <= chunk_overlap < chunk_tokens:
             raise ConfigError(f"chunk_overlap must be in [0, chunk_tokens), got {chunk_overlap}")
         # Resolved: Chroma keys its per-process cache by the path string, so "a/../x" and "x" must be one key.
-        self.path = Path(path).expanduser().resolve()
+        self.path = Path(path).expanduser().resolve() if path is not None else None
+        self.url = url.rstrip("/") if url is not None else None
+        self.collection_name = collection
         self.embedder = embedder if embedder is not None else OfflineEmbedder()
         self.chunk_tokens = chunk_tokens
         self.chunk_overlap = chunk_overlap
@@ -99,20 +109,28 @@ class RetrievalStore:
         self._lock = threading.RLock()
 
     def __repr__(self) -> str:
-        return f"RetrievalStore({str(self.path)!r})"
+        return f"RetrievalStore({self.location!r})"
+
+    @property
+    def location(self) -> str:
+        """The folder, or the server URL and collection, for messages."""
+        return str(self.path) if self.path is not None else f"{self.url} (collection {self.collection_name})"
 
     # -- opening
 
     def _collection(self, writing: bool = False) -> Any:
         with self._lock:
-            client = shared_client(str(self.path), writing)
+            client = shared_client(str(self.path), writing) if self.url is None else server_client(self.url)
             if self._collection_handle is None or self._collection_handle[0] is not client:
                 try:
+                    # On a server the collection records no embedding function of ours (lift-tool passes the
+                    # vectors), so a plain Chroma client opens it with its default one: the same all-MiniLM-L6-v2.
                     collection = client.get_or_create_collection(
-                        COLLECTION, embedding_function=self.embedder, configuration={"hnsw": {"space": "cosine"}}
+                        self.collection_name, embedding_function=self.embedder if self.url is None else None,
+                        configuration={"hnsw": {"space": "cosine"}},
                     )
                 except ValueError as err:  # e.g. the collection was made with another embedding function
-                    raise ConfigError(f"cannot open the retrieval store in {self.path}: {err}") from None
+                    raise ConfigError(f"cannot open the retrieval store in {self.location}: {err}") from None
                 self._collection_handle = (client, collection)
             return self._collection_handle[1]
 
@@ -125,6 +143,10 @@ class RetrievalStore:
         except LiftError:
             raise
         except Exception as err:
+            if self.path is None:
+                raise ServerError(f"the Chroma server at {self.location} refused a write ({type(err).__name__}: "
+                                  f"{err}); unset LIFT_CHROMA__URL to keep the retrieval store in the memory "
+                                  "folder") from err
             write_failed(str(self.path))  # the next write starts on a new client: this one may hang
             cause = write_problem(self.path, err) or f"{type(err).__name__}: {err}"
             raise StorageError(f"could not write to the retrieval store in {self.path} ({cause})") from err
@@ -164,9 +186,10 @@ class RetrievalStore:
 
                 with tqdm(total=len(chunks), desc="indexing", unit="chunk", disable=not progress) as bar:
                     for batch in batched(order, 64):
-                        collection.add(
+                        collection.upsert(  # upsert: another process on the same server may write it too
                             ids=[_chunk_id(doc_id, c.index) for c in batch],
                             documents=[c.text for c in batch],
+                            embeddings=self.embedder([c.text for c in batch]),
                             metadatas=[
                                 {"doc_id": doc_id, "index": c.index, "start": c.start, "end": c.end, **stamp}
                                 for c in batch
