@@ -2,7 +2,8 @@
 
     question ──► documents (the ones named, or chosen by retrieval) ──► mode (auto: adapter, document or passages)
              ──► passages for the prompt (retrieved chunks, or the document cut to the window) ──► prompt
-             ──► generation, with the documents' adapters active where the mode uses them
+             ──► generation, with the documents' adapters active where the mode uses them (in this process, or on
+                 the vLLM server of lift_tool.served)
              ──► lift+rag's trust rule ──► Answer (the text, the mode used, the documents and passages cited)
 
 A question and a conversation differ only in their prompt (:class:`QuestionPrompt`, :class:`ConversationPrompt`).
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable, Literal, get_args
 from lift_tool.errors import ConfigError, InputError
 from lift_tool.generation import PrefixCache, Reply, context_budget, fit_context, generate_reply
 from lift_tool.prompts import NOT_IN_DOCUMENT, is_abstention, messages, render, system_prompt, user_prompt
+from lift_tool.served import ServedModel
 
 if TYPE_CHECKING:
     from lift_tool.lift import Lift
@@ -243,9 +245,13 @@ class Answering:
             def generate(model, for_titles: list[str], stream, state: str, give_up_below: float = 0.0) -> Reply:
                 # The prefix cache holds one prompt about these documents: not one about one document of several.
                 cache = self.prefix_cache if prompt.caches_prefix and for_titles == titles else None
-                reply = generate_reply(model, tokenizer, prompt.messages(for_titles), max_new_tokens, stream,
-                                       prefix_cache=cache, state=state, give_up_below=give_up_below, stop=stop,
-                                       temperature=temperature)
+                if isinstance(model, ServedModel):  # on the vLLM server, which keeps its own prefix cache
+                    reply = model.server.reply(tokenizer, prompt.messages(for_titles), model.adapter, max_new_tokens,
+                                               stream, stop=stop, temperature=temperature)
+                else:
+                    reply = generate_reply(model, tokenizer, prompt.messages(for_titles), max_new_tokens, stream,
+                                           prefix_cache=cache, state=state, give_up_below=give_up_below, stop=stop,
+                                           temperature=temperature)
                 usage[0] += reply.prompt_tokens
                 usage[1] += reply.output_tokens
                 return reply
@@ -279,7 +285,7 @@ class Answering:
         """
         lift = self.lift
         if mode not in ADAPTER_MODES:
-            with lift.pool.base() as model:
+            with lift.generator.base() as model:
                 return generate(model, titles, on_text, "base"), mode
         loaded = lift.loaded
         adapters = [lift.registry.adapter_for(entry.doc_id, loaded.fingerprint, loaded.name) for entry in entries]
@@ -292,7 +298,7 @@ class Answering:
         min_probability = lift.settings.retrieval.adapter_min_probability
         reply = self._answer_with_adapters(adapters, titles, generate, None, give_up_below=min_probability)
         if not keeps_adapter_answer(reply, min_probability):
-            with lift.pool.base() as model:
+            with lift.generator.base() as model:
                 reply, mode = generate(model, titles, None, "base"), "rag"
         if on_text:
             on_text(reply.text)
@@ -301,7 +307,7 @@ class Answering:
     def _answer_with_adapters(self, adapters: list["AdapterEntry"], titles: list[str], generate: Generate,
                               on_text: Callable[[str], None] | None, give_up_below: float = 0.0) -> Reply:
         """Answer with the documents' adapters (``generate`` and ``give_up_below`` as in :meth:`_reply`)."""
-        pool = self.lift.pool
+        pool = self.lift.generator
         state = "+".join(adapter.key for adapter in adapters)
         if len(adapters) == 1:
             with pool.activate(adapters[0]) as model:

@@ -112,6 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--on-bad-line", choices=("stop", "skip"), default="stop")
     evaluate.add_argument("--quiet", action="store_true")
 
+    serve = commands.add_parser("serve", help="start a vLLM server on the base model, ready for the memory's "
+                                               "adapters (answer there with LIFT_SERVER__URL)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    serve.add_argument("--dry-run", action="store_true", help="print the command instead of running it")
+
     demo = commands.add_parser("demo", help="absorb the bundled sample document and compare answers")
     demo.add_argument("--keep", action="store_true", help="keep the absorbed document in your memory")
     demo.add_argument("--budget-seconds", type=float, help="time budget for absorption")
@@ -397,6 +403,27 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    import os
+
+    from lift_tool.memory.registry import Registry
+    from lift_tool.models import pick_device, pick_dtype, resolve_spec
+    from lift_tool.portable import hub_name
+    from lift_tool.served import serve_command
+
+    settings = _settings(args)
+    _, folder = resolve_spec(settings.model, settings)
+    dtype = str(pick_dtype(pick_device(settings.device), settings.dtype)).removeprefix("torch.")
+    command, env = serve_command(settings, Registry(settings.home), Path(folder),
+                                 hub_name(settings.model, Path(folder)), dtype, args.host, args.port)
+    if args.dry_run:
+        print(" ".join(f"{key}={value}" for key, value in env.items()), " ".join(command))
+        return 0
+    print(f"starting vLLM on {hub_name(settings.model, Path(folder))} at http://{args.host}:{args.port}; answer there "
+          f"with LIFT_SERVER__URL=http://{args.host}:{args.port}", file=sys.stderr)
+    os.execve(command[0], command, {**os.environ, **env})
+
+
 def cmd_demo(args) -> int:
     from lift_tool.demo import run_demo
 
@@ -414,6 +441,7 @@ COMMANDS = {
     "import": cmd_import,
     "chat": cmd_chat,
     "eval": cmd_eval,
+    "serve": cmd_serve,
     "demo": cmd_demo,
 }
 

@@ -123,6 +123,17 @@ class ChromaSettings(BaseModel):
     collection: str = Field("lift_chunks", min_length=3, max_length=512)  # one per memory on a shared server
 
 
+class ServerSettings(BaseModel):
+    """A vLLM server that generates the answers (``LIFT_SERVER__URL=http://host:8000``), and how ``lift serve``
+    starts one (lift_tool.served)."""
+
+    url: str | None = None
+    python: Path | None = None  # vLLM's own environment (default: .venv-serve beside lift-tool's)
+    max_loras: int = Field(8, ge=1)  # adapters in one batch on the server
+    max_cpu_loras: int | None = Field(None, ge=1)  # adapters kept loaded there; None: every one in the registry
+    max_model_len: int = Field(4096, ge=256)
+
+
 class Settings(BaseSettings):
     """Every setting of lift-tool, read from the environment (``LIFT_`` prefix, ``__`` for nesting) or given."""
 
@@ -156,6 +167,7 @@ class Settings(BaseSettings):
     training: TrainingSettings = TrainingSettings()
     retrieval: RetrievalSettings = RetrievalSettings()
     chroma: ChromaSettings = ChromaSettings()
+    server: ServerSettings = ServerSettings()
 
     @field_validator("allowed_roots", mode="before")
     @classmethod

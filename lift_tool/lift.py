@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from lift_tool.memory.retrieval import RetrievalStore
 
     from lift_tool.models import LoadedModel
+    from lift_tool.served import ServedModels
     from lift_tool.training.loop import StepReport
 
 
@@ -97,6 +98,7 @@ class Lift:
         self.registry: Registry = Registry(self.settings.home)
         self.host = host or ModelHost(model)
         self._store: RetrievalStore | None = None
+        self._served: "ServedModels | None" = None
         # One model, one generation or training at a time (shared by every Lift on the host).
         self.lock = self.host.lock
         self.answering = Answering(self)
@@ -123,6 +125,20 @@ class Lift:
                 loaded = self.loaded
                 self.host.pool = AdapterPool(loaded.model, loaded.fingerprint, self.registry, self.settings.pool_capacity)
             return self.host.pool
+
+    @property
+    def generator(self) -> "AdapterPool | ServedModels":
+        """What generates answers: the adapter pool on the model in this process, or the vLLM server at
+        ``LIFT_SERVER__URL`` with the adapters served there (lift_tool.served). Both give ``base()`` and
+        ``activate(adapter)``."""
+        url = self.settings.server.url
+        if url is None:
+            return self.pool
+        if self._served is None or self._served.server.url != url.rstrip("/"):
+            from lift_tool.served import ServedModels, VllmServer
+
+            self._served = ServedModels(VllmServer(url, hub_name(self.settings.model, self.loaded.path)))
+        return self._served
 
     @property
     def store(self) -> "RetrievalStore":

@@ -1,0 +1,91 @@
+"""Answers generated on a real vLLM server (`lift serve`, vLLM's CPU build in .venv-serve) against the same answers
+generated in this process, with a real adapter of the bundled document."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from servers import answers, free_port, started
+
+from lift_tool.config import Settings
+from lift_tool.errors import ConfigError, ServerError
+from lift_tool.lift import Lift
+from lift_tool.sample import sample_document_path, sample_questions
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def absorbed_home(tmp_path_factory, real_loaded):
+    """A memory with the bundled document absorbed under a short budget (an adapter that answers unlike the base)."""
+    home = tmp_path_factory.mktemp("served-home")
+    lift = Lift(Settings(home=home, device="cpu"), model=real_loaded)
+    lift.absorb(sample_document_path(), budget_seconds=20, progress=False)
+    return home
+
+
+@pytest.fixture(scope="module")
+def vllm_url(absorbed_home, tmp_path_factory):
+    from lift_tool.served import vllm_python
+
+    try:
+        vllm_python(Settings())
+    except ConfigError as err:
+        pytest.skip(f"vLLM is not set up ({err})")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    command = [str(Path(sys.executable).parent / "lift"), "serve", "--port", str(port), "--home", str(absorbed_home)]
+    log = tmp_path_factory.mktemp("vllm") / "vllm.log"
+    # A small key/value cache: the answers are short, and the machine's memory is shared with the tests.
+    with started(command, lambda: answers(f"{url}/v1/models"), log, timeout=600, env={"VLLM_CPU_KVCACHE_SPACE": "1"}):
+        yield url
+
+
+# lift+rag reads the passages (a prompt of about a thousand tokens) once or twice, which takes vLLM's CPU build
+# seconds a question on one core: four of them here, all sixteen in benchmarks/bench_served.py.
+@pytest.mark.parametrize("mode, questions", [("lift", 16), ("lift+rag", 4)])
+def test_served_answers_equal_in_process_answers(mode, questions, absorbed_home, vllm_url, real_loaded):
+    local = Lift(Settings(home=absorbed_home, device="cpu"), model=real_loaded)
+    served = Lift(Settings(home=absorbed_home, device="cpu", server={"url": vllm_url}), model=real_loaded)
+    doc = local.documents()[0].doc_id
+    same, rows = 0, []
+    for item in sample_questions()[:questions]:
+        here = local.ask(item["question"], documents=[doc], mode=mode)
+        there = served.ask(item["question"], documents=[doc], mode=mode)
+        same += (here.text, here.mode) == (there.text, there.mode)
+        rows.append((item["question"], here.text, here.mode, there.text, there.mode,
+                     round(here.least_token_probability, 3), round(there.least_token_probability, 3)))
+    assert len(rows) == questions
+    assert same >= questions - 1, rows
+    if mode == "lift":  # the adapter was used there: its answers are not the base model's
+        base = [local.ask(q, documents=[doc], mode="base").text for q, *_ in rows]
+        assert sum(b != r[3] for b, r in zip(base, rows)) >= 8
+
+
+def test_a_served_adapter_is_registered_once_and_named_by_its_key(absorbed_home, vllm_url, real_loaded):
+    import json
+    import urllib.request
+
+    served = Lift(Settings(home=absorbed_home, device="cpu", server={"url": vllm_url}), model=real_loaded)
+    key = served.documents()[0].adapters[0].key
+    served.ask("When was the harbour built?", documents=[served.documents()[0].doc_id], mode="lift")
+    with urllib.request.urlopen(f"{vllm_url}/v1/models") as reply:
+        names = [model["id"] for model in json.load(reply)["data"]]
+    assert key in names and "HuggingFaceTB/SmolLM2-135M-Instruct" in names
+
+
+def test_a_server_that_does_not_answer_is_one_clear_error(absorbed_home, real_loaded):
+    url = f"http://127.0.0.1:{free_port()}"
+    served = Lift(Settings(home=absorbed_home, device="cpu", server={"url": url}), model=real_loaded)
+    doc = served.documents()[0].doc_id
+    with pytest.raises(ServerError, match="does not answer.*unset LIFT_SERVER__URL"):
+        served.ask("When was the harbour built?", documents=[doc], mode="lift")
+    cli = subprocess.run([str(Path(sys.executable).parent / "lift"), "ask", doc[:12], "When was the harbour built?",
+                          "--mode", "lift", "--home", str(absorbed_home)], capture_output=True, text=True,
+                         env={**os.environ, "LIFT_SERVER__URL": url})
+    assert cli.returncode == 1 and cli.stderr.count("\n") == 1 and "does not answer" in cli.stderr, cli.stderr
