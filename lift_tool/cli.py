@@ -25,7 +25,7 @@ from pathlib import Path
 
 from lift_tool import __version__
 from lift_tool.answering import MODES
-from lift_tool.errors import LiftError, UnknownDocumentError
+from lift_tool.errors import InputError, LiftError, UnknownDocumentError
 
 
 def _global_options(parser: argparse.ArgumentParser, after_command: bool) -> None:
@@ -60,7 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = Commands()
 
     absorb = commands.add_parser("absorb", help="absorb a document into an adapter (LIFT)")
-    absorb.add_argument("file", help="a text, Markdown, PDF or HTML file")
+    absorb.add_argument("files", nargs="+", metavar="FILE",
+                        help="a text, Markdown, PDF or HTML file; several, or a folder of them, are absorbed together "
+                             "(in parallel on a Ray cluster where LIFT_CLUSTER__ADDRESS names one)")
     absorb.add_argument("--title", help="the document's title (default: its first heading or the file name)")
     absorb.add_argument("--budget-seconds", type=float, help="stop training after this long and keep what was learnt")
     absorb.add_argument("--force", action="store_true", help="train again even if this text was absorbed before")
@@ -185,10 +187,58 @@ def _size(n_bytes: int) -> str:
 # ----------------------------------------------------------------------------------------------- commands
 
 
+def _document_files(names: list[str]) -> list[Path]:
+    """The files named, with each folder replaced by the document files in it (sorted)."""
+    from lift_tool.documents import DOCUMENT_SUFFIXES
+
+    files: list[Path] = []
+    for name in names:
+        path = Path(name)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in DOCUMENT_SUFFIXES)
+            if not found:
+                raise InputError(f"{path} holds no document files ({', '.join(sorted(DOCUMENT_SUFFIXES))})")
+            files += found
+        else:
+            files.append(path)
+    return files
+
+
+def cmd_absorb_many(args, lift, files: list[Path]) -> int:
+    from tqdm.auto import tqdm
+
+    where = f"on the Ray cluster at {lift.settings.cluster.address}" if lift.cluster else "one after the other"
+    print(f"absorbing {len(files)} documents into {lift.settings.home}, {where}", file=sys.stderr)
+    rows = []
+    with tqdm(total=len(files), desc="documents", unit="doc", disable=args.quiet or args.json) as bar:
+        def done(source, result) -> None:
+            ok = not isinstance(result, LiftError)
+            rows.append({"file": str(source), "absorbed": ok,
+                         **({"doc_id": result.document.doc_id, "title": result.document.title,
+                             "cached": result.cached, "seconds": round(result.seconds, 2)} if ok
+                            else {"error": str(result)})})
+            bar.update(1)
+
+        lift.absorb_many(files, budget_seconds=args.budget_seconds, on_done=done)
+    failed = [row for row in rows if not row["absorbed"]]
+    if args.json:
+        _print_json(rows)
+    else:
+        for row in rows:
+            print(f"absorbed {row['doc_id'][:12]}  {row['title']}" if row["absorbed"]
+                  else f"failed   {row['file']}: {row['error']} (kept for retrieval where it could be read)")
+    return 1 if failed else 0
+
+
 def cmd_absorb(args) -> int:
     extra = {"backend": args.backend} if args.backend else {}
     lift = _lift(args, **extra)
-    document = lift.read(Path(args.file), title=args.title)
+    files = _document_files(args.files)
+    if len(files) > 1:
+        if args.title or args.force:
+            args.usage_error("--title and --force go with one document")
+        return cmd_absorb_many(args, lift, files)
+    document = lift.read(files[0], title=args.title)
     print(f"absorbing {document.title!r} ({len(document.text):,} characters) into {lift.settings.home}", file=sys.stderr)
     result = lift.absorb(document, budget_seconds=args.budget_seconds, progress=not (args.quiet or args.json),
                          force=args.force)

@@ -134,6 +134,16 @@ class ServerSettings(BaseModel):
     max_model_len: int = Field(4096, ge=256)
 
 
+class ClusterSettings(BaseModel):
+    """A Ray cluster that absorbs documents (``LIFT_CLUSTER__ADDRESS``: ``auto``, ``host:port`` of the head, or
+    ``ray://host:port``), each a job on a worker (lift_tool.cluster)."""
+
+    address: str | None = None
+    max_retries: int = Field(2, ge=0)  # a job whose worker died is run again this many times, then reported failed
+    cpus_per_job: float = Field(1.0, gt=0)
+    gpus_per_job: float = Field(0.0, ge=0)
+
+
 class Settings(BaseSettings):
     """Every setting of lift-tool, read from the environment (``LIFT_`` prefix, ``__`` for nesting) or given."""
 
@@ -168,6 +178,7 @@ class Settings(BaseSettings):
     retrieval: RetrievalSettings = RetrievalSettings()
     chroma: ChromaSettings = ChromaSettings()
     server: ServerSettings = ServerSettings()
+    cluster: ClusterSettings = ClusterSettings()
 
     @field_validator("allowed_roots", mode="before")
     @classmethod

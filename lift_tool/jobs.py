@@ -79,8 +79,9 @@ class AbsorptionJob:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_json(path, self.status_record(), indent=None)
 
-    def start(self, absorb: "Callable[[Callable[[StepReport], None]], AbsorbResult]") -> None:
-        """Run ``absorb(on_step)`` in a thread; ``on_step`` stops the training once the job is cancelled."""
+    def start(self, absorb: "Callable[[Callable[[StepReport], None], threading.Event], AbsorbResult]") -> None:
+        """Run ``absorb(on_step, cancelled)`` in a thread; ``on_step`` stops the training once the job is cancelled
+        (``cancelled`` is set then too, for training that runs elsewhere)."""
 
         def stop_when_cancelled(report: "StepReport") -> None:
             if self._cancel.is_set():
@@ -88,7 +89,7 @@ class AbsorptionJob:
 
         def run() -> None:
             try:
-                self.result = absorb(stop_when_cancelled)
+                self.result = absorb(stop_when_cancelled, self._cancel)
                 self.state = "done"
             except BaseException as err:  # noqa: BLE001 - whatever it was, the document stays retrieval-only
                 self.state = "cancelled" if isinstance(err, AbsorptionInterrupted) else "failed"
@@ -111,8 +112,8 @@ class BackgroundJobs:
         self._lock = threading.Lock()
 
     def start(self, doc_id: str, title: str, prepare: Callable[[], None],
-              absorb: "Callable[[Callable[[StepReport], None]], AbsorbResult]") -> AbsorptionJob:
-        """Call ``prepare()`` (index the document), then ``absorb(on_step)`` in a thread; the job, at once.
+              absorb: "Callable[[Callable[[StepReport], None], threading.Event], AbsorbResult]") -> AbsorptionJob:
+        """Call ``prepare()`` (index the document), then ``absorb(on_step, cancelled)`` in a thread; the job, at once.
 
         A document that is being absorbed already gets its running job back.
         """

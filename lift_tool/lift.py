@@ -27,11 +27,12 @@ from typing import TYPE_CHECKING, Callable
 from lift_tool.answering import Answer, Answering, Mode
 from lift_tool.config import Settings, load_settings
 from lift_tool.documents import DOCUMENT_SUFFIXES, Document, confine, make_document, read_document
-from lift_tool.errors import ConfigError, InputError, StorageError
+from lift_tool.errors import AbsorptionInterrupted, ConfigError, InputError, LiftError, StorageError
 from lift_tool.jobs import AbsorptionJob, AbsorptionStatus, BackgroundJobs
 from lift_tool.portable import hub_name, make_portable
 
 if TYPE_CHECKING:
+    from lift_tool.cluster import Cluster
     from lift_tool.memory.pool import AdapterPool
     from lift_tool.memory.registry import AdapterEntry, DocumentEntry, Registry, VerifyReport
     from lift_tool.memory.retrieval import RetrievalStore
@@ -99,6 +100,7 @@ class Lift:
         self.host = host or ModelHost(model)
         self._store: RetrievalStore | None = None
         self._served: "ServedModels | None" = None
+        self._cluster: "Cluster | None" = None
         # One model, one generation or training at a time (shared by every Lift on the host).
         self.lock = self.host.lock
         self.answering = Answering(self)
@@ -139,6 +141,19 @@ class Lift:
 
             self._served = ServedModels(VllmServer(url, hub_name(self.settings.model, self.loaded.path)))
         return self._served
+
+    @property
+    def cluster(self) -> "Cluster | None":
+        """The Ray cluster that absorbs documents (``LIFT_CLUSTER__ADDRESS``), or None to absorb in this process."""
+        settings = self.settings.cluster
+        if settings.address is None:
+            return None
+        if self._cluster is None or self._cluster.address != settings.address:
+            from lift_tool.cluster import Cluster
+
+            self._cluster = Cluster(settings.address, settings.max_retries, settings.cpus_per_job,
+                                    settings.gpus_per_job)
+        return self._cluster
 
     @property
     def store(self) -> "RetrievalStore":
@@ -213,6 +228,7 @@ class Lift:
         qa_generator=None,
         force: bool = False,
         model: "LoadedModel | None" = None,
+        stop: "threading.Event | None" = None,
     ) -> AbsorbResult:
         """LIFT: train an adapter on the document, store it, and index the text for retrieval.
 
@@ -220,6 +236,8 @@ class Lift:
         second process absorbing the same document meanwhile waits for the first and then reuses its adapter.
         ``model``: train this private copy of the base model (see :meth:`model_copy`) instead of the shared one,
         without holding the model lock, so that questions are answered meanwhile (background absorption).
+        With ``LIFT_CLUSTER__ADDRESS`` set, the training runs as a job on the Ray cluster (lift_tool.cluster) and its
+        adapter is committed here; setting ``stop`` cancels that job (``on_step`` is not called there).
         """
         from lift_tool.training.absorb import absorb
 
@@ -231,9 +249,10 @@ class Lift:
                 raise ConfigError("the time budget must be a positive number of seconds")
             training = settings.training.model_copy(update={"budget_seconds": budget_seconds})
             settings = settings.model_copy(update={"training": training})
-        shared = model is None  # training the shared model: hold the lock, and take the pool's layers off it
+        cluster = self.cluster if model is None else None  # trained on a worker: nothing to lock here
+        shared = model is None and cluster is None  # the shared model: hold the lock, take the pool's layers off it
         with self.lock if shared else contextlib.nullcontext(), contextlib.ExitStack() as absorbing:
-            loaded = self.loaded if shared else model
+            loaded = model or self.loaded  # (on a cluster, for its tokenizer and fingerprint)
             tokens = self.count_tokens(document.text)
             if tokens < MIN_ABSORB_TOKENS:
                 raise InputError(_too_short(document.title, f"it has {tokens} token{'s' * (tokens != 1)}"))
@@ -249,8 +268,14 @@ class Lift:
                 if shared and self.host.pool is not None:
                     self.host.pool.release()  # training needs the bare model
                 with self.registry.staging() as staged:
-                    manifest = absorb(document, loaded, settings, staged, qa_generator=qa_generator, progress=progress,
-                                      on_step=on_step)
+                    if cluster is not None:  # (on_step is not called: the steps run on the worker)
+                        if qa_generator is not None:
+                            raise ConfigError("a question generator runs in this process: absorb here (unset "
+                                              "LIFT_CLUSTER__ADDRESS) to use one")
+                        manifest = cluster.train(document, settings, staged, stop)
+                    else:
+                        manifest = absorb(document, loaded, settings, staged, qa_generator=qa_generator,
+                                          progress=progress, on_step=on_step)
                     if manifest.steps == 0:  # an untrained adapter would answer confident nonsense: store nothing
                         raise InputError(_too_short(document.title, "no training example could be made from it"))
                     make_portable(staged, manifest, hub_name(self.settings.model, loaded.path))
@@ -262,6 +287,52 @@ class Lift:
             doc_entry = self.registry.add_document(document.doc_id, document.title, document.text, tokens, route="absorb")
         self._index_for_retrieval(document.doc_id, document.title, document.text)
         return AbsorbResult(doc_entry, entry, cached=cached is not None, seconds=time.monotonic() - started)
+
+    def absorb_many(self, sources: list, budget_seconds: float | None = None,
+                    on_done: "Callable[[object, AbsorbResult | LiftError], None] | None" = None,
+                    ) -> "list[AbsorbResult | LiftError]":
+        """Absorb several documents: in parallel as jobs on the Ray cluster where one is configured, else one after
+        the other here. A document that fails is indexed for retrieval and its error returned in its place (the
+        others go on); ``on_done(source, result or error)`` is called as each ends. Ctrl-C cancels what is still
+        running (AbsorptionInterrupted); what had ended stays stored."""
+        def one(source) -> "AbsorbResult | LiftError":
+            try:
+                result: AbsorbResult | LiftError = self.absorb(source, budget_seconds=budget_seconds, progress=False,
+                                                               stop=stop)
+            except AbsorptionInterrupted:
+                raise
+            except LiftError as err:
+                result = err
+                try:  # kept for retrieval, as a background absorption that failed is
+                    self.index(source, route=None if self._known(source) else "retrieve")
+                except LiftError:
+                    pass  # unreadable: the error above says why
+            if on_done is not None:
+                on_done(source, result)
+            return result
+
+        stop = threading.Event()
+        if self.cluster is None:
+            return [one(source) for source in sources]
+        from concurrent.futures import ThreadPoolExecutor
+
+        pool = ThreadPoolExecutor(max_workers=max(1, min(len(sources), 64)), thread_name_prefix="lift-cluster")
+        futures = [pool.submit(one, source) for source in sources]
+        try:
+            return [future.result() for future in futures]
+        except KeyboardInterrupt:
+            stop.set()
+            self.cluster.cancel_all()
+            raise AbsorptionInterrupted("absorption interrupted: the documents still running were cancelled, those "
+                                        "that had ended are stored") from None
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _known(self, source) -> bool:
+        try:
+            return self.registry.get_document(self.read(source).doc_id) is not None
+        except LiftError:
+            return False
 
     def documents(self) -> list["DocumentEntry"]:
         return self.registry.list_documents()
@@ -391,7 +462,9 @@ class Lift:
             known = self.registry.get_document(document.doc_id)
             self.index(document, route=None if known else "retrieve")  # None keeps an existing route
 
-        def absorb(on_step: "Callable[[StepReport], None]") -> AbsorbResult:
+        def absorb(on_step: "Callable[[StepReport], None]", cancelled: threading.Event) -> AbsorbResult:
+            if self.cluster is not None:  # a job on the cluster: no model copy here
+                return self.absorb(document, budget_seconds=budget_seconds, progress=False, stop=cancelled)
             private = self.model_copy()
             return self.absorb(document, budget_seconds=budget_seconds, progress=False, qa_generator=qa_generator,
                                on_step=on_step, model=private)
