@@ -15,6 +15,8 @@ from lift_tool.errors import ServerError
 from lift_tool.eval import load_dataset
 from lift_tool.memory.retrieval import RetrievalStore
 
+pytestmark = pytest.mark.integration
+
 SQUAD = Path(__file__).resolve().parents[2] / "shared" / "data" / "longdoc_qa_dev.jsonl"
 
 

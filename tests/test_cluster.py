@@ -19,6 +19,8 @@ from servers import BIN, free_port
 from lift_tool.errors import LiftError, ServerError
 from lift_tool.lift import AbsorbResult, Lift
 
+pytestmark = pytest.mark.integration
+
 TOPICS = ["the Harrowgate archive", "the Lindqvist foundry", "the Marrow Bay ferry", "the Quillon lighthouse"]
 
 
@@ -66,6 +68,19 @@ def test_four_documents_absorbed_across_two_workers(ray_head, tiny_settings):
     # The adapter answers: the pool activates it on the tiny model in this process.
     answer = lift.ask("When was the Harrowgate archive founded?", documents=[entries[0].doc_id], mode="lift")
     assert answer.mode == "lift"
+
+
+def test_background_absorption_runs_on_the_cluster_and_can_be_cancelled(ray_head, tiny_settings):
+    lift = Lift(cluster_settings(tiny_settings, ray_head, steps=20))
+    job = lift.absorb_in_background(text_about("the Marrow Bay ferry") + " In the background.")
+    assert job.wait(timeout=300).state == "done", job.error
+    assert lift.absorption_status(job.doc_id).state == "absorbed"
+    slow = Lift(cluster_settings(tiny_settings, ray_head, steps=5000))
+    job = slow.absorb_in_background(text_about("the Quillon lighthouse") + " Cancelled.")
+    time.sleep(5)
+    slow.forget(job.doc_id)  # cancels the job first: it must not store the document again when it ends
+    assert job.state == "cancelled"
+    assert slow.registry.get_document(job.doc_id) is None and slow.verify().ok
 
 
 def test_a_worker_killed_during_a_job_leaves_nothing_corrupt(ray_head, tiny_settings):

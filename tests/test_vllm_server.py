@@ -17,7 +17,7 @@ from lift_tool.errors import ConfigError, ServerError
 from lift_tool.lift import Lift
 from lift_tool.sample import sample_document_path, sample_questions
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 
 @pytest.fixture(scope="module")
@@ -89,3 +89,22 @@ def test_a_server_that_does_not_answer_is_one_clear_error(absorbed_home, real_lo
                           "--mode", "lift", "--home", str(absorbed_home)], capture_output=True, text=True,
                          env={**os.environ, "LIFT_SERVER__URL": url})
     assert cli.returncode == 1 and cli.stderr.count("\n") == 1 and "does not answer" in cli.stderr, cli.stderr
+
+
+def test_lift_serve_chooses_the_flags_from_the_registry(absorbed_home):
+    """The rank the registry needs, rounded up to one vLLM accepts; every adapter kept loaded; runtime loading on."""
+    dry = subprocess.run([str(Path(sys.executable).parent / "lift"), "serve", "--dry-run", "--port", "8123", "--home",
+                          str(absorbed_home)], capture_output=True, text=True,
+                         env={**os.environ, "LIFT_LORA__RANK": "12", "LIFT_SERVER__PYTHON": sys.executable})
+    assert dry.returncode == 0, dry.stderr
+    line = dry.stdout.split()
+    assert line[0] == "VLLM_ALLOW_RUNTIME_LORA_UPDATING=True"
+    flags = dict(zip(line[1:], line[2:]))
+    assert flags["--max-lora-rank"] == "16"  # the stored adapter's rank 16 (and 12 asked for now) -> 16
+    assert flags["--max-cpu-loras"] == "32" and flags["--max-loras"] == "8" and flags["--port"] == "8123"
+    assert flags["--served-model-name"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert "--enable-lora" in line
+    missing = subprocess.run([str(Path(sys.executable).parent / "lift"), "serve", "--home", str(absorbed_home)],
+                             capture_output=True, text=True,
+                             env={**os.environ, "LIFT_SERVER__PYTHON": str(absorbed_home / "no-python")})
+    assert missing.returncode == 1 and "scripts/setup.sh serve" in missing.stderr
