@@ -26,18 +26,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import cut_to_tokens, describe, header, longest_loogle_document, machine_info, results_dir, started_at, \
-    write_json
+from common import (cut_to_tokens, describe, free_port, header, longest_loogle_document, machine_info, results_dir,
+                    started_at, write_json)
 
 RAY = Path(sys.executable).parent / "ray"
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def documents(tokenizer, count: int, tokens: int) -> list[str]:

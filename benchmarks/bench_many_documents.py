@@ -155,6 +155,15 @@ def main() -> None:
     rows["activate adapter (pool of 8)"] = timed(args.repeats, activate)
     result["rss_after_activate_mib"] = rss_mib()
     result["rows"] = rows
+
+    def size_mib(path: Path) -> float:
+        files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+        return round(sum(p.stat().st_size for p in files) / 2**20, 1)
+
+    result["disk_mib"] = {"index (registry.sqlite)": size_mib(home / "registry.sqlite"),
+                          "document texts": size_mib(home / "documents"), "adapters": size_mib(home / "adapters"),
+                          "retrieval store (chroma)": size_mib(home / "chroma")}
+    result["chunks"] = lift.store._collection().count()
     out = args.out or results_dir("many_documents")
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "many_documents.json", result)
@@ -165,6 +174,8 @@ def main() -> None:
               "| operation | p50 ms | p95 ms |", "|---|---|---|"]
     lines += [f"| {name} | {row['p50_ms']} | {row['p95_ms'] if row['p95_ms'] is not None else '-'} |"
               for name, row in rows.items()]
+    lines += ["", f"On disk ({result['chunks']:,} retrieval chunks):", "", "| part | MiB |", "|---|---|"]
+    lines += [f"| {name} | {mib} |" for name, mib in result["disk_mib"].items()]
     lines += ["", "| resident memory of the process | MiB |", "|---|---|"]
     lines += [f"| {key.removeprefix('rss_').removesuffix('_mib').replace('_', ' ')} | {value} |"
               for key, value in result.items() if key.startswith("rss_")]

@@ -31,18 +31,10 @@ import time
 import urllib.request
 from pathlib import Path
 
-from common import command_line, describe, header, machine_info, results_dir, started_at, write_json
+from common import command_line, describe, free_port, header, machine_info, results_dir, started_at, write_json
 
 CLIENTS = (1, 4, 16)
 POOL_CLIENTS = (1, 4)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def percentile(values: list[float], share: float) -> float:

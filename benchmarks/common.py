@@ -151,6 +151,15 @@ def machine() -> str:
     return describe(machine_info())
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now, for a server a benchmark starts."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 # ------------------------------------------------------------------------------------------------ the report
 
 

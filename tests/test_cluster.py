@@ -84,7 +84,7 @@ def test_background_absorption_runs_on_the_cluster_and_can_be_cancelled(ray_head
 
 
 def test_a_worker_killed_during_a_job_leaves_nothing_corrupt(ray_head, tiny_settings):
-    lift = Lift(cluster_settings(tiny_settings, ray_head, steps=300))
+    lift = Lift(cluster_settings(tiny_settings, ray_head, steps=150))
     texts = [text_about(topic) + " Second edition." for topic in TOPICS]
     results: list = []
     run = threading.Thread(target=lambda: results.extend(lift.absorb_many(texts)))
