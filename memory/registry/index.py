@@ -18,7 +18,7 @@ from typing import Any, Iterator
 from lift_tool.memory.manifest import Manifest
 from lift_tool.memory.registry.entries import AdapterEntry, DocumentEntry
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: documents indexed by title (a registry of version 1 gets the index when opened)
 BUSY_TIMEOUT_S = 60.0  # how long a process waits for another one's write transaction before giving up
 MIN_PREFIX = 4  # shortest id prefix that resolve() accepts
 
@@ -42,6 +42,7 @@ CREATE TABLE IF NOT EXISTS adapters (
     manifest             TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS adapters_by_document ON adapters (doc_id, base_fingerprint);
+CREATE INDEX IF NOT EXISTS documents_by_title ON documents (title);
 """
 
 _ADAPTER_QUERY = "SELECT a.*, d.title, d.tokens FROM adapters a JOIN documents d ON d.doc_id = a.doc_id"
@@ -132,9 +133,11 @@ def find_documents(conn: sqlite3.Connection, ref: str, adapters_dir: Path) -> li
             return [exact]
         rows = conn.execute("SELECT doc_id FROM documents WHERE title = ? ORDER BY created, rowid", (ref,)).fetchall()
         if len(hex_ref) >= MIN_PREFIX and re.fullmatch(r"[0-9a-f]+", hex_ref):
+            # Ids are lowercase hex: those that begin with the prefix sort between it and the prefix + "g", a range
+            # the primary key's index finds without reading every row.
             rows += conn.execute(
-                "SELECT doc_id FROM documents WHERE substr(doc_id, 1, ?) = ? ORDER BY created, rowid",
-                (len(hex_ref), hex_ref),
+                "SELECT doc_id FROM documents WHERE doc_id >= ? AND doc_id < ? ORDER BY created, rowid",
+                (hex_ref, hex_ref + "g"),
             ).fetchall()
         doc_ids = list(dict.fromkeys(row["doc_id"] for row in rows))
         return [document(conn, doc_id, adapters_dir) for doc_id in doc_ids]
