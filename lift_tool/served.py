@@ -67,9 +67,9 @@ class VllmServer:
         except urllib.error.HTTPError as err:
             detail = err.read().decode(errors="replace")[:300]
             if "already been loaded" not in detail:
-                raise ServerError(f"the vLLM server at {self.url} refused adapter {adapter.key} of "
-                                  f"{adapter.title!r} (HTTP {err.code}: {detail}); start the server with `lift serve` "
-                                  f"(LoRA on, runtime loading allowed, rank at least the adapter's) or {LOCAL}") from None
+                raise ServerError(f"the vLLM server at {self.url} refused adapter {adapter.key} of {adapter.title!r} "
+                                  f"(HTTP {err.code}: {detail}); start the server with `lift serve` (LoRA on, runtime "
+                                  f"loading allowed, rank at least the adapter's) or {LOCAL}") from None
         self._known.add(adapter.key)
 
     def complete(self, prompt_ids: list[int], adapter: "AdapterEntry | None", max_new_tokens: int,

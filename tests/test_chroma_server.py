@@ -101,3 +101,14 @@ def test_a_server_that_does_not_answer_is_one_clear_error(tmp_path):
     assert cli.returncode == 1, cli.stdout + cli.stderr
     assert cli.stderr.count("\n") == 1 and "does not answer" in cli.stderr, cli.stderr
     assert not (home / "chroma").exists()  # nor did it fall back to a store in the memory folder
+
+
+def test_a_server_that_stops_answering_is_one_clear_error(tmp_path):
+    with chroma_server(tmp_path / "data") as url:
+        store = RetrievalStore(url=url, collection="stopped")
+        store.add_document("gull", "Gull Rock", "The Bellmoor lighthouse on Gull Rock was built by Ada Quill in 1871.")
+        assert store.document_ids() == ["gull"]
+    with pytest.raises(ServerError, match="stopped answering"):
+        store.search("Who built the lighthouse?")
+    with pytest.raises(ServerError, match="stopped answering"):
+        store.document_ids()

@@ -160,7 +160,7 @@ class FakeLift:
         self.settings = settings
 
     def absorb(self, source, title=None, budget_seconds=None, progress=True, on_step=None, qa_generator=None,
-               force=False, model=None):
+               force=False, model=None, stop=None):
         from types import SimpleNamespace
 
         from lift_tool.memory.manifest import Manifest

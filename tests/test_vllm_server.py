@@ -108,3 +108,22 @@ def test_lift_serve_chooses_the_flags_from_the_registry(absorbed_home):
                              capture_output=True, text=True,
                              env={**os.environ, "LIFT_SERVER__PYTHON": str(absorbed_home / "no-python")})
     assert missing.returncode == 1 and "scripts/setup.sh serve" in missing.stderr
+
+
+def test_an_adapter_the_server_refuses_is_one_clear_error(absorbed_home, vllm_url, real_loaded, tmp_path):
+    """An adapter of a higher rank than the server was started for (here: its config says rank 32, the server
+    takes 16) is refused by vLLM: a ServerError that names it and `lift serve`; the registry is untouched."""
+    import dataclasses
+    import json
+    import shutil
+
+    served = Lift(Settings(home=absorbed_home, device="cpu", server={"url": vllm_url}), model=real_loaded)
+    entry = served.documents()[0].adapters[0]
+    folder = tmp_path / "wide"
+    shutil.copytree(entry.path, folder)
+    config = json.loads((folder / "adapter_config.json").read_text())
+    (folder / "adapter_config.json").write_text(json.dumps({**config, "r": 32}))
+    wide = dataclasses.replace(entry, key="wide-" + entry.key[:8], path=folder)
+    with pytest.raises(ServerError, match="refused adapter .*lift serve"):
+        served.generator.server.load_adapter(wide)
+    assert served.verify().ok

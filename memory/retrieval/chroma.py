@@ -45,10 +45,10 @@ def server_client(url: str) -> Any:
         import chromadb
         from chromadb.config import Settings
 
-        _register_embedder()
-        try:
-            client = chromadb.HttpClient(host=parts.hostname, port=parts.port or (443 if parts.scheme == "https" else 8000),
-                                         ssl=parts.scheme == "https", settings=Settings(anonymized_telemetry=False))
+        port = parts.port or (443 if parts.scheme == "https" else 8000)
+        try:  # (no embedding function to register: on a server, lift-tool passes the vectors itself)
+            client = chromadb.HttpClient(host=parts.hostname, port=port, ssl=parts.scheme == "https",
+                                         settings=Settings(anonymized_telemetry=False))
             client.heartbeat()
         except Exception as err:  # noqa: BLE001 - refused, unreachable, not a Chroma server
             raise ServerError(f"the Chroma server at {url} does not answer ({type(err).__name__}: {err}); start it "

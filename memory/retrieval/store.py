@@ -15,6 +15,7 @@ old data and failing on the next write.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import threading
 from contextlib import contextmanager
@@ -79,6 +80,25 @@ def _cosine(a: Any, b: Any) -> float:
 
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     return float(a @ b / ((np.linalg.norm(a) * np.linalg.norm(b)) or 1.0))
+
+
+def _server_errors(method):
+    """On a server, what the client raises when the server stops answering becomes one clear ServerError."""
+
+    @functools.wraps(method)
+    def wrapper(self: "RetrievalStore", *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except LiftError:
+            raise
+        except Exception as err:
+            if self.url is None:
+                raise
+            raise ServerError(f"the Chroma server at {self.location} stopped answering ({type(err).__name__}: {err}); "
+                              "restart it, or unset LIFT_CHROMA__URL to keep the retrieval store in the memory "
+                              "folder") from err
+
+    return wrapper
 
 
 class RetrievalStore:
@@ -216,6 +236,7 @@ class RetrievalStore:
         stored = collection.get(where={"doc_id": doc_id}, include=[])["ids"]
         return stamp if len(stored) == meta.get("n_chunks") else None
 
+    @_server_errors
     def has_document(self, doc_id: str) -> bool:
         return bool(self._collection().get(ids=[_chunk_id(doc_id, 0)], include=[])["ids"])
 
@@ -228,17 +249,20 @@ class RetrievalStore:
                 collection.delete(where={"doc_id": doc_id})
             return present
 
+    @_server_errors
     def chunks(self, doc_id: str) -> list[RetrievedChunk]:
         """A stored document's chunks in order (score 0: nothing was searched)."""
         found = self._collection().get(where={"doc_id": doc_id}, include=["documents", "metadatas"])
         chunks = [self._chunk(text, meta, 0.0) for text, meta in zip(found["documents"], found["metadatas"])]
         return sorted(chunks, key=lambda chunk: chunk.index)
 
+    @_server_errors
     def document_ids(self) -> list[str]:
         """The ids of the stored documents, sorted."""
         found = self._collection().get(where={"index": 0}, include=["metadatas"])
         return sorted(meta["doc_id"] for meta in found["metadatas"])
 
+    @_server_errors
     def titles(self) -> dict[str, str]:
         """doc_id -> title of the stored documents."""
         found = self._collection().get(where={"index": 0}, include=["metadatas"])
@@ -279,6 +303,7 @@ class RetrievalStore:
         return [self._chunk(text, meta, 1.0 - float(distance))
                 for text, meta, distance in zip(found["documents"][0], found["metadatas"][0], found["distances"][0])]
 
+    @_server_errors
     def search(self, question: str, k: int = 4, doc_ids: list[str] | None = None,
                method: str = "hybrid") -> list[RetrievedChunk]:
         """The ``k`` chunks most relevant to ``question``, best first, within ``doc_ids`` if given.
@@ -310,6 +335,7 @@ class RetrievalStore:
                                                         found["embeddings"])}
         return [chunks[id_] for id_ in best if id_ in chunks]  # Chroma returns them in its own order
 
+    @_server_errors
     def choose_documents(
         self,
         question: str,
