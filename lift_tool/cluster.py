@@ -99,6 +99,8 @@ class Cluster:
 
         from lift_tool.memory.manifest import Manifest
 
+        if stop is not None and stop.is_set():
+            raise AbsorptionInterrupted(f"absorption of {document.title!r} was cancelled: nothing was stored")
         job = self._connect()
         # Where files go on this machine is no business of the worker's: it keeps its own defaults.
         shipped = settings.model_dump_json(exclude={"home", "cache_dir", "allowed_roots", "chroma", "server",

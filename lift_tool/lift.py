@@ -317,8 +317,8 @@ class Lift:
         from concurrent.futures import ThreadPoolExecutor
 
         pool = ThreadPoolExecutor(max_workers=max(1, min(len(sources), 64)), thread_name_prefix="lift-cluster")
-        futures = [pool.submit(one, source) for source in sources]
         try:
+            futures = [pool.submit(one, source) for source in sources]
             return [future.result() for future in futures]
         except KeyboardInterrupt:
             stop.set()
