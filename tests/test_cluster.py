@@ -3,7 +3,6 @@ end), on the tiny model: jobs trained on workers, adapters committed by the driv
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -111,47 +110,6 @@ def test_a_worker_killed_during_a_job_leaves_nothing_corrupt(ray_head, tiny_sett
         assert (entry.route == "absorb") == isinstance(result, AbsorbResult)
     # The job whose worker was killed ran again (max_retries=1) on a new worker.
     assert sum(isinstance(result, AbsorbResult) for result in results) == 4
-
-
-def job_processes() -> set[int]:
-    """The worker processes running an absorption job now."""
-    return {p.info["pid"] for p in psutil.process_iter(["pid", "cmdline"])
-            if "ray::lift_absorb" in " ".join(p.info["cmdline"] or [])}
-
-
-def lift_absorb(folder: Path, tiny_settings, address: str, steps: int) -> subprocess.Popen:
-    return subprocess.Popen([str(BIN / "lift"), "absorb", str(folder), "--json", "--model", str(tiny_settings.model),
-                             "--device", "cpu"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "LIFT_CLUSTER__ADDRESS": address, "LIFT_DTYPE": "float32",
-                                 "LIFT_TRAINING__MIN_STEPS": str(steps)})
-
-
-def test_lift_absorb_a_folder_on_the_cluster_and_ctrl_c(ray_head, tiny_settings, lift_home, tmp_path):
-    folder = tmp_path / "docs"
-    folder.mkdir()
-    for topic in TOPICS[:2]:
-        (folder / f"{topic.split()[-1]}.md").write_text(text_about(topic) + " From a folder.")
-    done = lift_absorb(folder, tiny_settings, ray_head, steps=20)
-    out, err = done.communicate(timeout=300)
-    assert done.returncode == 0, err
-    assert [row["absorbed"] for row in json.loads(out)] == [True, True]
-    # Ctrl-C while the jobs run: they are cancelled, nothing of theirs is stored.
-    for topic in TOPICS[2:]:
-        (folder / f"{topic.split()[-1]}.md").write_text(text_about(topic) + " Interrupted.")
-    before = job_processes()  # an earlier test's cancelled job may still be on its way out
-    running = lift_absorb(folder, tiny_settings, ray_head, steps=5000)
-    deadline = time.monotonic() + 120
-    while not job_processes() - before:
-        assert time.monotonic() < deadline, "no job started"
-        time.sleep(0.5)
-    time.sleep(2)
-    running.send_signal(signal.SIGINT)
-    out, err = running.communicate(timeout=120)
-    assert running.returncode == 1 and "interrupted" in err.splitlines()[-1], err
-    lift = Lift(tiny_settings)
-    assert sum(entry.route == "absorb" for entry in lift.documents()) == 2 and lift.verify().ok
-    time.sleep(3)
-    assert not job_processes() - before, "a cancelled job is still running"
 
 
 def test_a_cluster_that_cannot_be_reached_is_one_clear_error(tiny_settings, lift_home):
