@@ -101,6 +101,7 @@ class Lift:
         self._store: RetrievalStore | None = None
         self._served: "ServedModels | None" = None
         self._cluster: "Cluster | None" = None
+        self._parts_lock = threading.Lock()
         # One model, one generation or training at a time (shared by every Lift on the host).
         self.lock = self.host.lock
         self.answering = Answering(self)
@@ -148,24 +149,26 @@ class Lift:
         settings = self.settings.cluster
         if settings.address is None:
             return None
-        if self._cluster is None or self._cluster.address != settings.address:
-            from lift_tool.cluster import Cluster
+        with self._parts_lock:
+            if self._cluster is None or self._cluster.address != settings.address:
+                from lift_tool.cluster import Cluster
 
-            self._cluster = Cluster(settings.address, settings.max_retries, settings.cpus_per_job,
-                                    settings.gpus_per_job)
-        return self._cluster
+                self._cluster = Cluster(settings.address, settings.max_retries, settings.cpus_per_job,
+                                        settings.gpus_per_job)
+            return self._cluster
 
     @property
     def store(self) -> "RetrievalStore":
-        if self._store is None:
-            from lift_tool.memory.retrieval import RetrievalStore
+        with self._parts_lock:  # one store object: threads absorbing at once (absorb_many) share it
+            if self._store is None:
+                from lift_tool.memory.retrieval import RetrievalStore
 
-            retrieval, chroma = self.settings.retrieval, self.settings.chroma
-            folder = self.settings.home / "chroma" if chroma.url is None else None
-            self._store = RetrievalStore(folder, chunk_tokens=retrieval.chunk_tokens,
-                                         chunk_overlap=retrieval.chunk_overlap, url=chroma.url,
-                                         collection=chroma.collection)
-        return self._store
+                retrieval, chroma = self.settings.retrieval, self.settings.chroma
+                folder = self.settings.home / "chroma" if chroma.url is None else None
+                self._store = RetrievalStore(folder, chunk_tokens=retrieval.chunk_tokens,
+                                             chunk_overlap=retrieval.chunk_overlap, url=chroma.url,
+                                             collection=chroma.collection)
+            return self._store
 
     @property
     def context_window(self) -> int:
