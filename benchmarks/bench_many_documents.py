@@ -29,7 +29,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import WORK, describe, header, machine_info, results_dir, started_at, write_json
+from common import WORK, describe, header, machine_info, percentile, results_dir, started_at, write_json
 
 WORDS = ("harbour lighthouse ferry archive foundry orchard mill chapel bridge market quarry school garden tower "
          "museum library brewery canal station theatre").split()
@@ -97,9 +97,7 @@ def timed(repeats: int, call) -> dict:
         a = time.perf_counter()
         call(r)
         values.append(time.perf_counter() - a)
-    values.sort()
-    return {"p50_ms": round(1000 * statistics.median(values), 2),
-            "p95_ms": round(1000 * values[min(len(values) - 1, round(0.95 * (len(values) - 1)))], 2)}
+    return {"p50_ms": round(1000 * statistics.median(values), 2), "p95_ms": round(1000 * percentile(values, 0.95), 2)}
 
 
 def main() -> None:

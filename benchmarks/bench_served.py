@@ -31,15 +31,11 @@ import time
 import urllib.request
 from pathlib import Path
 
-from common import command_line, describe, free_port, header, machine_info, results_dir, started_at, write_json
+from common import (command_line, describe, free_port, header, machine_info, percentile, results_dir, started_at,
+                    write_json)
 
 CLIENTS = (1, 4, 16)
 POOL_CLIENTS = (1, 4)
-
-
-def percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
 
 
 def summary(ttft: list[float], total: list[float], wall: float) -> dict:

@@ -151,6 +151,12 @@ def machine() -> str:
     return describe(machine_info())
 
 
+def percentile(values: list[float], share: float) -> float:
+    """The value below which ``share`` of ``values`` lie (the nearest rank; 0.5 is near the median)."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on now, for a server a benchmark starts."""
     import socket

@@ -307,7 +307,9 @@ class Lift:
             except LiftError as err:
                 result = err
                 try:  # kept for retrieval, as a background absorption that failed is
-                    self.index(source, route=None if self._known(source) else "retrieve")
+                    document = self.read(source)
+                    known = self.registry.get_document(document.doc_id)
+                    self.index(document, route=None if known else "retrieve")  # None keeps an existing route
                 except LiftError:
                     pass  # unreadable: the error above says why
             if on_done is not None:
@@ -330,12 +332,6 @@ class Lift:
                                         "that had ended are stored") from None
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
-
-    def _known(self, source) -> bool:
-        try:
-            return self.registry.get_document(self.read(source).doc_id) is not None
-        except LiftError:
-            return False
 
     def documents(self) -> list["DocumentEntry"]:
         return self.registry.list_documents()

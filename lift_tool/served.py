@@ -42,7 +42,6 @@ class VllmServer:
         self.url = url.rstrip("/")
         self.base_name = base_name
         self.timeout = timeout
-        self._known: set[str] = set()  # adapters this process has registered or seen served
 
     def _post(self, path: str, body: dict) -> dict:
         request = urllib.request.Request(f"{self.url}{path}", json.dumps(body).encode(),
@@ -70,7 +69,6 @@ class VllmServer:
                 raise ServerError(f"the vLLM server at {self.url} refused adapter {adapter.key} of {adapter.title!r} "
                                   f"(HTTP {err.code}: {detail}); start the server with `lift serve` (LoRA on, runtime "
                                   f"loading allowed, rank at least the adapter's) or {LOCAL}") from None
-        self._known.add(adapter.key)
 
     def complete(self, prompt_ids: list[int], adapter: "AdapterEntry | None", max_new_tokens: int,
                  stop: list[str] | None = None, temperature: float | None = None) -> dict:
