@@ -1,7 +1,7 @@
 """Compare absorption recipes on the demo document: closed-book accuracy on its hand-written questions against
 training cost, over several training seeds. This is how the defaults in ``lift_tool/config.py`` are chosen.
 
-    python benchmarks/bench_recipe.py [--recipes default,qa3,...] [--seeds 0,1,2] [--row NAME] [--out DIR]
+    python benchmarks/bench_recipe.py [--recipes default,qa3,...] [--seeds 0,1,2] [--row NAME] [--plan-only] [--out DIR]
 
 Each recipe is a set of overrides of the default training settings; every recipe absorbs the same document on
 one loaded model with each seed, then answers the questions with the adapter and no document in the prompt.
@@ -33,6 +33,13 @@ RECIPES = {  # name: (what it changes, overrides of the default settings: "train
     "qa3": ("fewer question passes (qa 3)", {"training": {"mix": {"qa": 3.0}}}),
     "qa3-lr6e-3": ("qa 3 at learning rate 6e-3", {"training": {"mix": {"qa": 3.0}, "learning_rate": 6e-3}}),
     "qa2-lr8e-3": ("qa 2 at learning rate 8e-3", {"training": {"mix": {"qa": 2.0}, "learning_rate": 8e-3}}),
+    "questions2-qa3-lr6e-3": ("2 rule questions per sentence, qa 3, learning rate 6e-3",
+                              {"training": {"questions_per_sentence": 2, "mix": {"qa": 3.0}, "learning_rate": 6e-3}}),
+    "distill": ("context distillation, weight 1 (the teacher: the model with the answer's passage in its prompt)",
+                {"training": {"distill": 1.0}}),
+    "distill-qa3": ("context distillation, weight 1, qa 3", {"training": {"distill": 1.0, "mix": {"qa": 3.0}}}),
+    "distill-questions2": ("context distillation, weight 1, 2 rule questions per sentence",
+                           {"training": {"distill": 1.0, "questions_per_sentence": 2}}),
     "conv16": ("16 questions per training chat", {"training": {"qa_per_conversation": 16}}),
     "questions2": ("2 rule questions per sentence (4)", {"training": {"questions_per_sentence": 2}}),
     "no-long": ("no long-context examples (qa_long, contextual 0)", {"training": {"mix": {"qa_long": 0.0, "contextual": 0.0}}}),
@@ -42,6 +49,32 @@ RECIPES = {  # name: (what it changes, overrides of the default settings: "train
     "lr1e-3": ("lower learning rate (1e-3)", {"training": {"learning_rate": 1e-3}}),
     "batch2048": ("larger micro-batches (2,048 tokens)", {"training": {"batch_tokens": 2048}}),
 }
+
+
+def recipe_names(parser: argparse.ArgumentParser, text: str) -> list[str]:
+    """The recipes named in ``text`` (comma-separated); an unknown name is the command line's error."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in RECIPES]
+    if unknown:
+        parser.error(f"unknown recipes {unknown}; known: {list(RECIPES)}")
+    return names
+
+
+def plan_shares(loaded, document, settings) -> dict:
+    """Where a recipe's training tokens go (seed 0's plan): tokens per document token by kind of example, the
+    share that carries a loss, and the share of padding in the micro-batches."""
+    from lift_tool.training.absorb import setup
+
+    plan = setup(document, loaded, settings)
+    by_kind: dict[str, int] = {}
+    for batch in plan.micro_batches:
+        for example in batch:
+            by_kind[example.kind] = by_kind.get(example.kind, 0) + len(example)
+    tokens = sum(by_kind.values())
+    padded = sum(max(len(example) for example in batch) * len(batch) for batch in plan.micro_batches)
+    labelled = sum(example.target_tokens for batch in plan.micro_batches for example in batch)
+    return {"per_document_token": {kind: round(count / plan.document_tokens, 2) for kind, count in by_kind.items()},
+            "labelled_share": round(labelled / tokens, 3), "padding_share": round(1 - tokens / padded, 4)}
 
 
 def measure(name: str, overrides: dict, seeds: list[int], loaded, document, questions, base_settings) -> dict:
@@ -54,6 +87,8 @@ def measure(name: str, overrides: dict, seeds: list[int], loaded, document, ques
     from lift_tool.training.absorb import absorb
 
     runs = []
+    recipe_settings = load_settings(**merged(base_settings.model_dump(include={"training", "lora"}), overrides))
+    shares = plan_shares(loaded, document, recipe_settings)
     for seed in seeds:
         settings = load_settings(**merged(base_settings.model_dump(include={"training", "lora"}),
                                           merged(overrides, {"training": {"seed": seed}})))
@@ -74,10 +109,10 @@ def measure(name: str, overrides: dict, seeds: list[int], loaded, document, ques
         print(f"{name} seed {seed}: {right}/{len(questions)} right, {seconds:.0f} s, {manifest.tokens_trained} tokens",
               flush=True)
     return {"recipe": name, "overrides": overrides, "questions": len(questions), "document_tokens": manifest.tokens,
-            "runs": runs}
+            "runs": runs, "plan": shares}
 
 
-def write_report(out: Path, rows: dict[str, dict], started: str, on_machine: str, minutes: float) -> None:
+def write_report(out: Path, rows: dict[str, dict], started: str, on_machine: str, minutes: float | None) -> None:
     lines = [
         *header("Absorption recipes on the demo document", started, on_machine, minutes,
                 command="python benchmarks/bench_recipe.py (rows run in parts: see each row's command in recipe.json)"),
@@ -102,6 +137,17 @@ def write_report(out: Path, rows: dict[str, dict], started: str, on_machine: str
             f"{statistics.median(run['absorb_seconds'] for run in runs):.0f} | {tokens:.1f} | "
             f"{statistics.median(run['tokens_per_second'] for run in runs):.0f} | "
             f"{statistics.median(run['steps'] for run in runs):.0f} |")
+    kinds = ["qa", "qa_long", "contextual", "segments"]
+    lines += ["", "Where each recipe's training tokens go (seed 0's plan; rows measured before this table existed "
+              "have none): training tokens per document token by kind of example, the share of the tokens that "
+              "carries a loss, and the share of padding in the micro-batches.", "",
+              "| recipe | " + " | ".join(kinds) + " | with a loss | padding |", "|---|" + "---|" * (len(kinds) + 2)]
+    for row in rows.values():
+        if "plan" in row:
+            plan = row["plan"]
+            per_kind = " | ".join(f"{plan['per_document_token'].get(kind, 0):.1f}" for kind in kinds)
+            lines.append(f"| {row['recipe']} | {per_kind} | {100 * plan['labelled_share']:.0f}% | "
+                         f"{100 * plan['padding_share']:.1f}% |")
     lines += ["", "Machines and start times of the rows (each row ran as one command):", ""]
     lines += [f"- {row['recipe']}: `{row['command']}`, {row['started']}; {row['machine']}" for row in rows.values()]
     (out / "recipe.md").write_text("\n".join(lines) + "\n")
@@ -113,12 +159,11 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2", help="training seeds, comma-separated")
     parser.add_argument("--row", help="store the (single) recipe under this row name, e.g. for an earlier commit")
     parser.add_argument("--description", help="what the row under --row is")
+    parser.add_argument("--plan-only", action="store_true",
+                        help="only add where the tokens go to the rows of these recipes (no training)")
     parser.add_argument("--out", type=Path, default=results_dir("recipe"))
     args = parser.parse_args()
-    names = [name.strip() for name in args.recipes.split(",") if name.strip()]
-    unknown = [name for name in names if name not in RECIPES]
-    if unknown:
-        parser.error(f"unknown recipes {unknown}; known: {list(RECIPES)}")
+    names = recipe_names(parser, args.recipes)
     if args.row and len(names) != 1:
         parser.error("--row names one recipe's row: give one recipe")
     seeds = [int(seed) for seed in args.seeds.split(",")]
@@ -136,6 +181,14 @@ def main() -> None:
     loaded = load_model(settings=base_settings)
     for name in names:
         description, overrides = RECIPES[name]
+        if args.plan_only:
+            settings = load_settings(**merged(base_settings.model_dump(include={"training", "lora"}), overrides))
+            for row in rows.values():
+                if row["overrides"] == overrides:
+                    row["plan"] = plan_shares(loaded, document, settings)
+            write_json(path, {"rows": list(rows.values())})
+            write_report(args.out, rows, started, on_machine, None)
+            continue
         row = measure(name, overrides, seeds, loaded, document, questions, base_settings)
         row_name = args.row or name
         row.update(recipe=row_name, description=args.description or description, command=command_line(),

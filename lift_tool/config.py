@@ -88,6 +88,9 @@ class TrainingSettings(BaseModel):
     # Memory for the output of the frozen layers below the adapter, kept for examples seen again so that they
     # skip those layers (training.layer_cache); 0 turns it off.
     frozen_layer_cache_mb: int = Field(1024, ge=0)
+    # Context distillation (training.distill): the weight, beside each closed-book answer's cross-entropy, of its
+    # divergence from what the model answers with the answer's passage in its prompt; 0 turns it off.
+    distill: float = Field(0.0, ge=0)
     mix: TaskMix = TaskMix()
 
     @model_validator(mode="after")
@@ -202,7 +205,7 @@ class Settings(BaseSettings):
 
 
 # Training settings added after adapters were stored, with the value that trains exactly as before they existed.
-AS_BEFORE = {"regroup_questions": True}
+AS_BEFORE = {"regroup_questions": True, "distill": 0.0}
 
 
 def load_settings(**overrides) -> Settings:

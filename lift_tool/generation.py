@@ -14,7 +14,7 @@ from typing import Callable
 from lift_tool.prompts import QUESTION_MARKER, messages, render
 
 
-def _cache_keyword() -> str:
+def cache_keyword() -> str:
     """The name of a model's key/value cache, as ``generate`` takes it and model outputs hold it: transformers
     5.24 renamed ``past_key_values`` to ``cache``, and warns about the old name."""
     import transformers
@@ -46,7 +46,7 @@ class PrefixCache:
                 # The decoder alone: the prefix's next-token scores are never used, and for a 3k-token prefix
                 # the output layer alone would cost seconds and a gigabyte of scores.
                 output = model.get_decoder()(input_ids=prefix, use_cache=True)
-                self._cache = getattr(output, _cache_keyword())
+                self._cache = getattr(output, cache_keyword())
             self._key = key
         return copy.deepcopy(self._cache)  # generation appends to the cache it is given
 
@@ -111,7 +111,7 @@ def generate_reply(
     with torch.inference_mode():
         output = model.generate(
             **inputs,
-            **{_cache_keyword(): past},
+            **{cache_keyword(): past},
             max_new_tokens=max_new_tokens,
             do_sample=sample,
             temperature=temperature if sample else None,

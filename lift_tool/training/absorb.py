@@ -27,6 +27,7 @@ from lift_tool.memory.manifest import Manifest
 from lift_tool.models import LoadedModel
 from lift_tool.training import loop
 from lift_tool.training.backend import AdaptedModel, TrainingBackend, choose_backend, make_backend
+from lift_tool.training.distill import teacher_targets
 from lift_tool.training.layer_cache import FrozenLayerCache
 from lift_tool.training.loop import LoopResult, StepReport
 from lift_tool.training.precision import cpu_training_numerics, training_precision
@@ -98,6 +99,9 @@ def setup(document: Document, loaded: LoadedModel, settings: Settings, qa_genera
 
     qa_pairs = generate_qa(document, settings, qa_generator)
     builder = TaskBuilder(loaded.tokenizer, document.text, document.title, training, qa_pairs)
+    if training.distill > 0:  # the teacher is the base model as it is now, before LoRA is attached
+        builder.use_teacher(teacher_targets(loaded, document.title, qa_pairs, builder.pools.windows,
+                                            builder.pools.window_of_sentence))
     epochs = [batches(builder.epoch(rng), training.batch_tokens, rng) for _ in range(math.ceil(training.epochs))]
     if training.epochs != math.ceil(training.epochs):  # a fractional last epoch: keep that share of it
         last = epochs[-1]

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from lift_tool.errors import BudgetError
+from lift_tool.training.distill import TOP_K, distillation_loss
 from lift_tool.training.layer_cache import FrozenLayerCache
 from lift_tool.training.tasks import IGNORE, Example
 
@@ -82,7 +83,7 @@ def train(
         step_loss = 0.0
         for batch in group:
             with autocast:
-                loss_sum, per_kind = batch_loss(model, batch, pad_id, cache)
+                loss_sum, per_kind = batch_loss(model, batch, pad_id, cache, training.distill)
             (loss_sum / targets_in_step).backward()  # the step's loss is the mean over all its target tokens
             step_loss += loss_sum.item()
             tokens_done += sum(len(example) for example in batch)
@@ -133,8 +134,10 @@ def learning_rate(training: "TrainingSettings", step: int, total_steps: int, ela
     return training.learning_rate * (0.1 + 0.9 * cosine)
 
 
-def batch_loss(model, batch: list[Example], pad_id: int, cache: FrozenLayerCache | None = None):
-    """Summed cross-entropy over the labelled positions of a micro-batch, and the mean loss per example kind.
+def batch_loss(model, batch: list[Example], pad_id: int, cache: FrozenLayerCache | None = None,
+               distill: float = 0.0):
+    """Summed loss over the labelled positions of a micro-batch, and the mean loss per example kind: the
+    cross-entropy, plus ``distill`` times the divergence from the teacher where an answer has its targets.
 
     Runs the transformer body (through ``cache`` when given), then the output layer only where there is a label.
     """
@@ -160,7 +163,10 @@ def batch_loss(model, batch: list[Example], pad_id: int, cache: FrozenLayerCache
     targets = labels[:, 1:]
     keep = targets != IGNORE
     logits = causal_lm.get_output_embeddings()(hidden[:, :-1][keep]).float()
-    token_losses = F.cross_entropy(logits, targets[keep], reduction="none")
+    log_probs = F.log_softmax(logits, dim=-1)
+    token_losses = F.nll_loss(log_probs, targets[keep], reduction="none")
+    if distill > 0 and any(example.teacher for example in batch):
+        token_losses = token_losses + distill * _teacher_divergence(log_probs, batch, keep.sum(dim=1).tolist())
 
     per_kind: dict[str, float] = {}
     rows = keep.nonzero()[:, 0]
@@ -169,6 +175,24 @@ def batch_loss(model, batch: list[Example], pad_id: int, cache: FrozenLayerCache
         if mine.numel():
             per_kind.setdefault(example.kind, mine.mean().item())
     return token_losses.sum(), per_kind
+
+
+def _teacher_divergence(log_probs, batch: list[Example], targets_per_row: list[int]):
+    """Per labelled position (in ``log_probs``' order: row by row), the divergence from the teacher's targets
+    where the example has them and the teacher teaches there, 0 elsewhere."""
+    import torch
+
+    positions = log_probs.shape[0]
+    ids = torch.zeros((positions, TOP_K), dtype=torch.long, device=log_probs.device)
+    teacher = torch.zeros((positions, TOP_K), dtype=log_probs.dtype, device=log_probs.device)
+    has = torch.zeros(positions, dtype=torch.bool, device=log_probs.device)
+    row_start = 0
+    for example, count in zip(batch, targets_per_row):
+        for first, soft in example.teacher:
+            span = slice(row_start + first, row_start + first + len(soft.tokens))
+            ids[span], teacher[span], has[span] = soft.ids, soft.logprobs, soft.taught
+        row_start += count
+    return torch.where(has, distillation_loss(log_probs, ids, teacher), 0.0)
 
 
 def _tail_mean(values: list[float]) -> float:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from lift_tool.config import TaskMix, TrainingSettings
 from lift_tool.prompts import render, system_prompt, user_prompt
 from lift_tool.segment import segment_tokens
+from lift_tool.training.distill import SoftTargets
 from lift_tool.training.questions import QAPair, split_sentences
 
 IGNORE = -100  # label value that carries no loss
@@ -39,6 +40,9 @@ class Example:
     input_ids: list[int]
     labels: list[int]  # IGNORE where there is no loss
     sentences: frozenset[int] = frozenset()
+    # Context distillation: (index among the labelled tokens where an answer turn starts, the teacher's targets
+    # for that turn), for the turns that have them (training.distill).
+    teacher: list[tuple[int, SoftTargets]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -73,6 +77,7 @@ class TaskBuilder:
         self.doc_tokens = encoded["input_ids"]
         self.token_offsets = encoded.get("offset_mapping")  # character span of each token (fast tokenizers)
         self.sentences = split_sentences(text)
+        self.teacher: dict[QAPair, SoftTargets] = {}  # filled in before the epochs are drawn, when distilling
         self.pools = self._build_pools(text, qa_pairs)
 
     # ------------------------------------------------------------------------------------------ pools
@@ -95,6 +100,12 @@ class TaskBuilder:
             pools.conversations = self._closed_book_conversations(pools.answerable, pools.unanswerable)
         pools.windows, pools.window_of_sentence = self._windows(text)
         return pools
+
+    def use_teacher(self, targets: dict[QAPair, SoftTargets]) -> None:
+        """Context distillation: closed-book answers built from now on carry the teacher's targets."""
+        self.teacher = targets
+        if self.pools.conversations:  # the fixed chats were built without them
+            self.pools.conversations = self._closed_book_conversations(self.pools.answerable, self.pools.unanswerable)
 
     def _sentences_in(self, first_token: int, end_token: int) -> frozenset[int]:
         """The sentences that overlap a span of the document's tokens (none known without token offsets)."""
@@ -172,6 +183,7 @@ class TaskBuilder:
         messages = [{"role": "system", "content": self.system}]
         input_ids: list[int] = []
         labels: list[int] = []
+        teacher: list[tuple[int, SoftTargets]] = []
         for turn, pair in enumerate(pairs):
             messages.append({"role": "user", "content": user_prompt(pair.question, context if turn == 0 else None)})
             prompt_ids = self._encode(render(self.tokenizer, messages, add_generation_prompt=True))
@@ -179,9 +191,14 @@ class TaskBuilder:
             full_ids = self._encode(render(self.tokenizer, messages, add_generation_prompt=False))
             if full_ids[: len(prompt_ids)] != prompt_ids or prompt_ids[: len(input_ids)] != input_ids:
                 raise RuntimeError("the chat template does not render conversations as prefixes of each other")
-            labels += [IGNORE] * (len(prompt_ids) - len(input_ids)) + full_ids[len(prompt_ids) :]
+            answer = full_ids[len(prompt_ids) :]
+            soft = self.teacher.get(pair) if context is None else None
+            if soft is not None and soft.tokens == answer:  # the same tokens as the teacher was fed
+                teacher.append((sum(label != IGNORE for label in labels), soft))
+            labels += [IGNORE] * (len(prompt_ids) - len(input_ids)) + answer
             input_ids = full_ids
-        return Example(kind, input_ids, labels, frozenset(pair.sentence for pair in pairs if pair.sentence >= 0))
+        sentences = frozenset(pair.sentence for pair in pairs if pair.sentence >= 0)
+        return Example(kind, input_ids, labels, sentences, teacher)
 
     def _encode(self, rendered: str) -> list[int]:
         return self.tokenizer(rendered, add_special_tokens=False)["input_ids"]
