@@ -76,7 +76,8 @@ def main() -> None:
                 command=command_line()),
         f"The default recipe's plan for the demo document, first {args.steps} micro-batches, the real training step. "
         "Compiled: each decoder layer with `torch.compile(dynamic=True)` (inductor); its first five steps include "
-        "the compilation.",
+        "the compilation, which is shorter when inductor finds kernels of an earlier run in its cache on disk "
+        "(`torch._inductor` keeps them under the temporary folder).",
         "",
         "| mode | training tokens/s after 5 steps | seconds of the first 5 steps |",
         "|---|---|---|",

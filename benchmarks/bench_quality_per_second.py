@@ -2,7 +2,7 @@
 seconds spent absorbing, for absorption recipes under time budgets (30 s, 60 s, ... up to a whole absorption).
 
     python benchmarks/bench_quality_per_second.py [--recipes default,...] [--documents squad:0,loogle-short:3]
-        [--budgets 30,60,120,full] [--limit-questions 40] [--again] [--out DIR]
+        [--budgets 30,60,120,full] [--limit-questions 40] [--again] [--report-only] [--out DIR]
 
 Each point absorbs the article once under its budget (the learning rate's schedule follows the budget, so a
 point is not a checkpoint of a longer run), then asks the article's questions with the adapter and no document in
@@ -68,7 +68,7 @@ def measure_point(loaded, article, recipe: str, budget: float | None, limit_ques
             "answers": answers}
 
 
-def write_outputs(out: Path, points: list[dict], started: str, on_machine: str, minutes: float) -> None:
+def write_outputs(out: Path, points: list[dict], started: str, on_machine: str, minutes: float | None) -> None:
     lines = [
         *header("Quality per second of absorption", started, on_machine, minutes,
                 command="python benchmarks/bench_quality_per_second.py (points run in parts: see each point's command)"),
@@ -109,6 +109,10 @@ def plot(points: list[dict], path: Path) -> None:
                           key=lambda p: p["absorb_seconds"])
             axis.plot([p["absorb_seconds"] for p in line], [p["score"] for p in line], marker="o", label=recipe)
         axis.set_xscale("log")
+        seconds = [p["absorb_seconds"] for p in points if p["article"] == article]
+        ticks = [15 * 2**n for n in range(12) if min(seconds) / 1.3 <= 15 * 2**n <= max(seconds) * 1.3]
+        axis.set_xticks(ticks, [str(tick) for tick in ticks])
+        axis.minorticks_off()
         axis.set_xlabel("absorption seconds")
         axis.set_ylabel("adapter alone, token F1")
         axis.set_title(article, fontsize=9)
@@ -126,6 +130,7 @@ def main() -> None:
     parser.add_argument("--budgets", default="30,60,120,full", help="seconds per absorption; 'full': no budget")
     parser.add_argument("--limit-questions", type=int, default=40)
     parser.add_argument("--again", action="store_true", help="measure points already in the JSON file again")
+    parser.add_argument("--report-only", action="store_true", help="write the report and figure from the points kept")
     parser.add_argument("--out", type=Path, default=results_dir("quality_per_second"))
     args = parser.parse_args()
     recipes = recipe_names(parser, args.recipes)
@@ -138,6 +143,9 @@ def main() -> None:
     path = args.out / "quality_per_second.json"
     points = read_json(path)["points"] if path.exists() else []
     started, on_machine, t0 = started_at(), machine(), time.monotonic()
+    if args.report_only:
+        write_outputs(args.out, points, started, on_machine, None)
+        return
     base_settings = load_settings()
     loaded = load_model(settings=base_settings)
     for spec in args.documents.split(","):

@@ -115,3 +115,18 @@ def test_an_absorption_with_distillation_trains_on_the_teachers_targets(tiny_loa
     manifest = absorb(document, tiny_loaded, settings, tmp_path / "adapter", progress=False)
     assert manifest.settings["training"]["distill"] == 0.5
     assert manifest.settings_fingerprint != _settings(tiny_settings, regroup_questions=False).training_fingerprint()
+
+
+def test_an_interrupt_during_the_teachers_pass_leaves_nothing(tiny_loaded, tiny_settings, tmp_path, monkeypatch):
+    from lift_tool.errors import AbsorptionInterrupted
+    from lift_tool.training import absorb as absorb_module
+
+    def interrupted(*args, **kwargs):  # a Ctrl-C while the teacher reads the document
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(absorb_module, "teacher_targets", interrupted)
+    with pytest.raises(AbsorptionInterrupted):
+        absorb(make_document(TEXT, title="Brimley"), tiny_loaded, _settings(tiny_settings, distill=1.0),
+               tmp_path / "adapter", progress=False)
+    assert not (tmp_path / "adapter").exists()
+    assert not any("lora" in name for name, _ in tiny_loaded.model.named_parameters())

@@ -65,15 +65,16 @@ def absorb(
     Returns the manifest. The base model is left exactly as it was (LoRA layers removed) whatever happens.
     """
     started = time.monotonic()
-    plan = setup(document, loaded, settings, qa_generator)
-    model = plan.backend.attach(loaded, plan.settings)
     try:
-        result = train(model, plan, loaded, started, progress, on_step)
-        return save(model, plan, result, document, loaded, output_dir, started)
+        plan = setup(document, loaded, settings, qa_generator)  # with distillation, a teacher pass of seconds
+        model = plan.backend.attach(loaded, plan.settings)
+        try:
+            result = train(model, plan, loaded, started, progress, on_step)
+            return save(model, plan, result, document, loaded, output_dir, started)
+        finally:
+            plan.backend.detach(model, loaded)
     except KeyboardInterrupt:
         raise AbsorptionInterrupted("absorption interrupted: nothing was stored") from None
-    finally:
-        plan.backend.detach(model, loaded)
 
 
 def setup(document: Document, loaded: LoadedModel, settings: Settings, qa_generator=None) -> Plan:
