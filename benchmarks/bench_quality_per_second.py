@@ -40,6 +40,7 @@ def load_article(spec: str):
 
 
 def measure_point(loaded, article, recipe: str, budget: float | None, limit_questions: int, base_settings) -> dict:
+    """Absorb ``article`` with ``recipe`` under ``budget`` (None: whole), then score the adapter's answers."""
     from peft import PeftModel
 
     from lift_tool.config import load_settings

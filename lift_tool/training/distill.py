@@ -2,7 +2,7 @@
 
 Before LoRA is attached, the base model reads, for each answerable training question, the stretch of the
 document that holds its answer, then the question, and is fed the gold answer token by token (teacher forcing).
-At each answer token its ``top_k`` most likely next tokens and their log-probabilities are kept. Training then
+At each answer token its ``TOP_K`` most likely next tokens and their log-probabilities are kept. Training then
 adds to the cross-entropy of a closed-book answer ``training.distill`` times the divergence of the adapter's
 distribution from the teacher's over those tokens (Knowledge Modules, arXiv 2503.08727; Cartridges, arXiv
 2506.06266): the answer's hard tokens say what is right, the teacher's distribution also says what is nearly so.
