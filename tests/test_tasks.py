@@ -99,15 +99,20 @@ def test_closed_book_chats_are_the_same_every_pass_unless_regrouped(real_tokeniz
     assert sum(e.target_tokens for e in asked) > 0
 
 
-def test_regroup_questions_at_its_earlier_value_keeps_the_fingerprint_of_adapters_stored_before_it_existed():
+def test_settings_added_later_at_their_earlier_values_keep_the_fingerprint_of_adapters_stored_before_them():
     import hashlib
     import json
 
-    settings = Settings()  # regroup_questions defaults to True: chats as they were made before the setting
+    from lift_tool.config import AS_BEFORE
+
+    assert set(AS_BEFORE) == {"regroup_questions", "distill"}
+    settings = Settings()  # every later setting at the value that trains as before it existed
     before = {"lora": settings.lora.model_dump(),
               "training": settings.training.model_dump(exclude={"budget_seconds", "frozen_layer_cache_mb",
-                                                                "regroup_questions"})}
+                                                                *AS_BEFORE})}
     as_before = hashlib.sha256(json.dumps(before, sort_keys=True).encode()).hexdigest()[:16]
     assert settings.training_fingerprint() == as_before
     fixed = Settings.model_validate({"training": {"regroup_questions": False}})
     assert fixed.training_fingerprint() != as_before  # another recipe, another adapter
+    distilled = Settings.model_validate({"training": {"distill": 1.0}})
+    assert distilled.training_fingerprint() not in (as_before, fixed.training_fingerprint())
