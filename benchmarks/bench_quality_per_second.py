@@ -17,11 +17,10 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from bench_recipe import RECIPES, recipe_names
+from bench_recipe import RECIPES, absorb_and_ask, recipe_names, recipe_settings
 from common import QUALITY_SETS, command_line, header, machine, merged, read_json, results_dir, started_at, write_json
 
 
@@ -41,28 +40,14 @@ def load_article(spec: str):
 
 def measure_point(loaded, article, recipe: str, budget: float | None, limit_questions: int, base_settings) -> dict:
     """Absorb ``article`` with ``recipe`` under ``budget`` (None: whole), then score the adapter's answers."""
-    from peft import PeftModel
-
-    from lift_tool.config import load_settings
     from lift_tool.documents import make_document
     from lift_tool.eval.scoring import score_answer
-    from lift_tool.generation import answer
-    from lift_tool.training.absorb import absorb
 
-    overrides = merged(RECIPES[recipe][1], {"training": {"budget_seconds": budget}})
-    settings = load_settings(**merged(base_settings.model_dump(include={"training", "lora"}), overrides))
-    title = article.title or article.doc_id
-    document = make_document(article.text, title=title)
+    settings = recipe_settings(base_settings, merged(RECIPES[recipe][1], {"training": {"budget_seconds": budget}}))
+    document = make_document(article.text, title=article.title or article.doc_id)
     questions = article.questions[:limit_questions]
-    with tempfile.TemporaryDirectory() as folder:
-        started = time.monotonic()
-        manifest = absorb(document, loaded, settings, Path(folder), progress=False)
-        seconds = time.monotonic() - started
-        adapted = PeftModel.from_pretrained(loaded.model, folder)
-        answers = [answer(adapted, loaded.tokenizer, question.prompt, [title], max_new_tokens=32)
-                   for question in questions]
-        scores = [score_answer(question, text)["score"] for question, text in zip(questions, answers)]
-        loaded.model = adapted.unload()
+    manifest, seconds, answers = absorb_and_ask(loaded, document, settings, [q.prompt for q in questions])
+    scores = [score_answer(question, text)["score"] for question, text in zip(questions, answers)]
     return {"absorb_seconds": round(seconds, 1), "score": round(100 * statistics.mean(scores), 2),
             "questions": len(questions), "document_tokens": manifest.tokens, "training_tokens": manifest.tokens_trained,
             "coverage": manifest.coverage, "stopped_by_budget": manifest.stopped_by_budget, "steps": manifest.steps,

@@ -77,32 +77,42 @@ def plan_shares(loaded, document, settings) -> dict:
             "labelled_share": round(labelled / tokens, 3), "padding_share": round(1 - tokens / padded, 4)}
 
 
-def measure(name: str, overrides: dict, seeds: list[int], loaded, document, questions, base_settings) -> dict:
-    """Absorb ``document`` with the recipe once per seed; the adapter's right answers, time and tokens."""
+def recipe_settings(base_settings, overrides: dict):
+    """``base_settings`` with a recipe's overrides of its training and LoRA settings laid over them."""
+    from lift_tool.config import load_settings
+
+    return load_settings(**merged(base_settings.model_dump(include={"training", "lora"}), overrides))
+
+
+def absorb_and_ask(loaded, document, settings, questions: list[str]) -> tuple:
+    """Absorb ``document`` into a temporary adapter, ask ``questions`` with it and no document in the prompt,
+    and take the adapter off again: (manifest, absorption seconds, answers)."""
     from peft import PeftModel
 
-    from lift_tool.config import load_settings
-    from lift_tool.demo import is_right
     from lift_tool.generation import answer
     from lift_tool.training.absorb import absorb
 
+    with tempfile.TemporaryDirectory() as folder:
+        started = time.monotonic()
+        manifest = absorb(document, loaded, settings, Path(folder), progress=False)
+        seconds = time.monotonic() - started
+        adapted = PeftModel.from_pretrained(loaded.model, folder)
+        answers = [answer(adapted, loaded.tokenizer, question, [document.title], max_new_tokens=32)
+                   for question in questions]
+        loaded.model = adapted.unload()
+    return manifest, seconds, answers
+
+
+def measure(name: str, overrides: dict, seeds: list[int], loaded, document, questions, base_settings) -> dict:
+    """Absorb ``document`` with the recipe once per seed; the adapter's right answers, time and tokens."""
+    from lift_tool.demo import is_right
+
     runs = []
-    recipe_settings = load_settings(**merged(base_settings.model_dump(include={"training", "lora"}), overrides))
-    shares = plan_shares(loaded, document, recipe_settings)
+    shares = plan_shares(loaded, document, recipe_settings(base_settings, overrides))
     for seed in seeds:
-        settings = load_settings(**merged(base_settings.model_dump(include={"training", "lora"}),
-                                          merged(overrides, {"training": {"seed": seed}})))
-        with tempfile.TemporaryDirectory() as folder:
-            started = time.monotonic()
-            manifest = absorb(document, loaded, settings, Path(folder), progress=False)
-            seconds = time.monotonic() - started
-            adapted = PeftModel.from_pretrained(loaded.model, folder)
-            right = sum(
-                is_right(answer(adapted, loaded.tokenizer, q["question"], [document.title], max_new_tokens=32),
-                         q["answers"])
-                for q in questions
-            )
-            loaded.model = adapted.unload()
+        settings = recipe_settings(base_settings, merged(overrides, {"training": {"seed": seed}}))
+        manifest, seconds, answers = absorb_and_ask(loaded, document, settings, [q["question"] for q in questions])
+        right = sum(is_right(text, q["answers"]) for text, q in zip(answers, questions))
         runs.append({"seed": seed, "right": right, "absorb_seconds": round(seconds, 1),
                      "training_tokens": manifest.tokens_trained, "tokens_per_second": manifest.tokens_per_second,
                      "steps": manifest.steps})
@@ -182,10 +192,9 @@ def main() -> None:
     for name in names:
         description, overrides = RECIPES[name]
         if args.plan_only:
-            settings = load_settings(**merged(base_settings.model_dump(include={"training", "lora"}), overrides))
             for row in rows.values():
                 if row["overrides"] == overrides:
-                    row["plan"] = plan_shares(loaded, document, settings)
+                    row["plan"] = plan_shares(loaded, document, recipe_settings(base_settings, overrides))
             write_json(path, {"rows": list(rows.values())})
             write_report(args.out, rows, started, on_machine, None)
             continue

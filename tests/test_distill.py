@@ -30,18 +30,18 @@ def _settings(tiny_settings, **training):
     return tiny_settings.model_copy(update={"training": tiny_settings.training.model_copy(update=update)})
 
 
-def test_the_teacher_targets_are_the_models_own_with_the_passage_in_its_prompt(tiny_loaded):
+def test_the_teacher_targets_are_the_models_own_with_the_passage_in_its_prompt(tiny_loaded, tiny_settings):
     import torch
 
     tokenizer, model = tiny_loaded.tokenizer, tiny_loaded.model
-    windows = ["Brimley was founded in 1841 by the engineer Agatha Moorcroft. The canal is 14 kilometres long. "
-               "The Brimley Canal Company has twelve barges."]
-    targets = teacher_targets(tiny_loaded, "Brimley", PAIRS + [QAPair("Unknown?", "x", -1, "test", False)], windows,
-                              {1: 0, 2: 0, 3: 0})
+    unanswerable = QAPair("Unknown?", "x", -1, "test", False)
+    builder = TaskBuilder(tokenizer, TEXT, "Brimley", _settings(tiny_settings).training, PAIRS + [unanswerable])
+    targets = teacher_targets(tiny_loaded, builder)
     assert set(targets) == set(PAIRS)  # the unanswerable question has no passage to be taught from
     for pair in PAIRS:  # each question on its own, no shared cache: the same distribution at every answer token
+        window = builder.pools.windows[builder.pools.window_of_sentence[pair.sentence]]
         asked = [{"role": "system", "content": system_prompt(["Brimley"])},
-                 {"role": "user", "content": user_prompt(pair.question, windows[0])}]
+                 {"role": "user", "content": user_prompt(pair.question, window)}]
         prompt = tokenizer(render(tokenizer, asked, True), add_special_tokens=False)["input_ids"]
         full = tokenizer(render(tokenizer, asked + [{"role": "assistant", "content": pair.answer}], False),
                          add_special_tokens=False)["input_ids"]
@@ -70,8 +70,7 @@ def test_the_divergence_is_zero_only_for_the_teachers_own_distribution():
 def test_closed_book_chats_carry_the_teachers_targets_on_their_answer_tokens(tiny_loaded, tiny_settings):
     settings = _settings(tiny_settings)
     builder = TaskBuilder(tiny_loaded.tokenizer, TEXT, "Brimley", settings.training, PAIRS)
-    builder.use_teacher(teacher_targets(tiny_loaded, "Brimley", PAIRS, builder.pools.windows,
-                                        builder.pools.window_of_sentence))
+    builder.use_teacher(teacher_targets(tiny_loaded, builder))
     chat = builder.conversation(PAIRS, context=None)
     assert len(chat.teacher) == len(PAIRS)
     labelled = [label for label in chat.labels if label != IGNORE]
@@ -84,8 +83,7 @@ def test_closed_book_chats_carry_the_teachers_targets_on_their_answer_tokens(tin
 def test_the_loss_adds_the_divergence_where_there_are_targets(tiny_loaded, tiny_settings):
     settings = _settings(tiny_settings)
     builder = TaskBuilder(tiny_loaded.tokenizer, TEXT, "Brimley", settings.training, PAIRS)
-    builder.use_teacher(teacher_targets(tiny_loaded, "Brimley", PAIRS, builder.pools.windows,
-                                        builder.pools.window_of_sentence))
+    builder.use_teacher(teacher_targets(tiny_loaded, builder))
     from lift_tool.training.peft_backend import PeftBackend
     from lift_tool.training.recipe import settings_for_model
 

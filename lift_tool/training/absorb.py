@@ -101,8 +101,7 @@ def setup(document: Document, loaded: LoadedModel, settings: Settings, qa_genera
     qa_pairs = generate_qa(document, settings, qa_generator)
     builder = TaskBuilder(loaded.tokenizer, document.text, document.title, training, qa_pairs)
     if training.distill > 0:  # the teacher is the base model as it is now, before LoRA is attached
-        builder.use_teacher(teacher_targets(loaded, document.title, qa_pairs, builder.pools.windows,
-                                            builder.pools.window_of_sentence))
+        builder.use_teacher(teacher_targets(loaded, builder))
     epochs = [batches(builder.epoch(rng), training.batch_tokens, rng) for _ in range(math.ceil(training.epochs))]
     if training.epochs != math.ceil(training.epochs):  # a fractional last epoch: keep that share of it
         last = epochs[-1]

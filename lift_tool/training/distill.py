@@ -19,17 +19,18 @@ in the absorption's time.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from lift_tool.generation import PrefixCache, cache_keyword
-from lift_tool.prompts import render, system_prompt, user_prompt
 
 if TYPE_CHECKING:
     import torch
 
     from lift_tool.models import LoadedModel
     from lift_tool.training.questions import QAPair
+    from lift_tool.training.tasks import TaskBuilder
 
 TOP_K = 16  # teacher tokens kept per answer position
 QUESTIONS_PER_BATCH = 16  # questions about one stretch read in one forward pass
@@ -47,20 +48,16 @@ class SoftTargets:
     taught: "torch.Tensor"
 
 
-def teacher_targets(loaded: "LoadedModel", title: str, pairs: list["QAPair"], windows: list[str],
-                    window_of_sentence: dict[int, int]) -> dict["QAPair", SoftTargets]:
-    """Soft targets for each answerable pair whose evidence lies in one of ``windows``."""
+def teacher_targets(loaded: "LoadedModel", builder: "TaskBuilder") -> dict["QAPair", SoftTargets]:
+    """Soft targets for each answerable question of ``builder`` whose evidence lies in one of its windows, read
+    as ``builder`` writes a question with its window (the chat the adapter is trained on, with the passage)."""
     import torch
 
-    tokenizer, model = loaded.tokenizer, loaded.model
-    system = {"role": "system", "content": system_prompt([title])}
+    tokenizer, model, pools = loaded.tokenizer, loaded.model, builder.pools
     by_window: dict[int, list["QAPair"]] = {}
-    for pair in pairs:
-        if pair.answerable and pair.sentence in window_of_sentence:
-            by_window.setdefault(window_of_sentence[pair.sentence], []).append(pair)
-
-    def encode(conversation: list[dict[str, str]], add_generation_prompt: bool) -> list[int]:
-        return tokenizer(render(tokenizer, conversation, add_generation_prompt), add_special_tokens=False)["input_ids"]
+    for pair in pools.answerable:
+        if pair.sentence in pools.window_of_sentence:
+            by_window.setdefault(pools.window_of_sentence[pair.sentence], []).append(pair)
 
     targets: dict["QAPair", SoftTargets] = {}
     prefixes = PrefixCache()  # each stretch is read once, its cache copied for each batch of questions
@@ -71,14 +68,10 @@ def teacher_targets(loaded: "LoadedModel", title: str, pairs: list["QAPair"], wi
             for window, group in by_window.items():
                 chats = []
                 for pair in group:
-                    asked = [system, {"role": "user", "content": user_prompt(pair.question, windows[window])}]
-                    prompt = encode(asked, True)
-                    full = encode(asked + [{"role": "assistant", "content": pair.answer}], False)
-                    if full[: len(prompt)] == prompt and len(full) > len(prompt):
-                        chats.append((pair, len(prompt), full))
-                if not chats:
-                    continue
-                shared = _common_prefix([full for _, _, full in chats], limit=min(start for _, start, _ in chats) - 1)
+                    chat = builder.conversation([pair], context=pools.windows[window], kind="teacher")
+                    chats.append((pair, len(chat) - chat.target_tokens, chat.input_ids))  # the answer ends it
+                fulls = [full for _, _, full in chats]
+                shared = max(1, min(len(os.path.commonprefix(fulls)), min(start for _, start, _ in chats) - 1))
                 chats.sort(key=lambda chat: len(chat[2]))  # batches of similar length: little padding
                 for first in range(0, len(chats), QUESTIONS_PER_BATCH):
                     batch = chats[first : first + QUESTIONS_PER_BATCH]
@@ -103,18 +96,6 @@ def teacher_targets(loaded: "LoadedModel", title: str, pairs: list["QAPair"], wi
     finally:
         model.train(was_training)
     return targets
-
-
-def _common_prefix(sequences: list[list[int]], limit: int) -> int:
-    """The length of the longest common prefix of ``sequences``, at most ``limit`` (at least 1)."""
-    first = sequences[0]
-    length = min(limit, *(len(sequence) for sequence in sequences))
-    for sequence in sequences[1:]:
-        same = 0
-        while same < length and sequence[same] == first[same]:
-            same += 1
-        length = same
-    return max(1, length)
 
 
 def distillation_loss(log_probs: "torch.Tensor", ids: "torch.Tensor", teacher_logprobs: "torch.Tensor") -> "torch.Tensor":
