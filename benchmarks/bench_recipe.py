@@ -40,6 +40,8 @@ RECIPES = {  # name: (what it changes, overrides of the default settings: "train
     "distill-qa3": ("context distillation, weight 1, qa 3", {"training": {"distill": 1.0, "mix": {"qa": 3.0}}}),
     "distill-questions2": ("context distillation, weight 1, 2 rule questions per sentence",
                            {"training": {"distill": 1.0, "questions_per_sentence": 2}}),
+    "written4": ("4 questions per passage of 3 sentences written by the model itself, beside the rules' (kept when "
+                 "its own answer with the passage comes from the passage)", {"training": {"written_questions": 4}}),
     "conv16": ("16 questions per training chat", {"training": {"qa_per_conversation": 16}}),
     "questions2": ("2 rule questions per sentence (4)", {"training": {"questions_per_sentence": 2}}),
     "no-long": ("no long-context examples (qa_long, contextual 0)", {"training": {"mix": {"qa_long": 0.0, "contextual": 0.0}}}),
@@ -62,7 +64,8 @@ def recipe_names(parser: argparse.ArgumentParser, text: str) -> list[str]:
 
 def plan_shares(loaded, document, settings) -> dict:
     """Where a recipe's training tokens go (seed 0's plan): tokens per document token by kind of example, the
-    share that carries a loss, and the share of padding in the micro-batches."""
+    share that carries a loss, the share of padding in the micro-batches, and the questions trained on (those the
+    model wrote itself among them)."""
     from lift_tool.training.absorb import setup
 
     plan = setup(document, loaded, settings)
@@ -74,7 +77,9 @@ def plan_shares(loaded, document, settings) -> dict:
     padded = sum(max(len(example) for example in batch) * len(batch) for batch in plan.micro_batches)
     labelled = sum(example.target_tokens for batch in plan.micro_batches for example in batch)
     return {"per_document_token": {kind: round(count / plan.document_tokens, 2) for kind, count in by_kind.items()},
-            "labelled_share": round(labelled / tokens, 3), "padding_share": round(1 - tokens / padded, 4)}
+            "labelled_share": round(labelled / tokens, 3), "padding_share": round(1 - tokens / padded, 4),
+            "questions": sum(pair.answerable for pair in plan.qa_pairs),
+            "written": sum(pair.form == "written" for pair in plan.qa_pairs)}
 
 
 def recipe_settings(base_settings, overrides: dict):
@@ -150,14 +155,17 @@ def write_report(out: Path, rows: dict[str, dict], started: str, on_machine: str
     kinds = ["qa", "qa_long", "contextual", "segments"]
     lines += ["", "Where each recipe's training tokens go (seed 0's plan; rows measured before this table existed "
               "have none): training tokens per document token by kind of example, the share of the tokens that "
-              "carries a loss, and the share of padding in the micro-batches.", "",
-              "| recipe | " + " | ".join(kinds) + " | with a loss | padding |", "|---|" + "---|" * (len(kinds) + 2)]
+              "carries a loss, the share of padding in the micro-batches, and the answerable questions trained on, "
+              "with those the model wrote itself.", "",
+              "| recipe | " + " | ".join(kinds) + " | with a loss | padding | questions (written) |",
+              "|---|" + "---|" * (len(kinds) + 3)]
     for row in rows.values():
         if "plan" in row:
             plan = row["plan"]
             per_kind = " | ".join(f"{plan['per_document_token'].get(kind, 0):.1f}" for kind in kinds)
+            questions = f"{plan['questions']} ({plan['written']})" if "questions" in plan else "-"
             lines.append(f"| {row['recipe']} | {per_kind} | {100 * plan['labelled_share']:.0f}% | "
-                         f"{100 * plan['padding_share']:.1f}% |")
+                         f"{100 * plan['padding_share']:.1f}% | {questions} |")
     lines += ["", "Machines and start times of the rows (each row ran as one command):", ""]
     lines += [f"- {row['recipe']}: `{row['command']}`, {row['started']}; {row['machine']}" for row in rows.values()]
     (out / "recipe.md").write_text("\n".join(lines) + "\n")

@@ -91,6 +91,9 @@ class TrainingSettings(BaseModel):
     # Context distillation (training.distill): the weight, beside each closed-book answer's cross-entropy, of its
     # divergence from what the model answers with the answer's passage in its prompt; 0 turns it off.
     distill: float = Field(0.0, ge=0)
+    # Questions the model itself writes about each passage of a few sentences, answered by it with the passage in
+    # its prompt; the usable ones join the rule-made questions (training.written_questions). 0: none.
+    written_questions: int = Field(0, ge=0)
     mix: TaskMix = TaskMix()
 
     @model_validator(mode="after")
@@ -205,7 +208,7 @@ class Settings(BaseSettings):
 
 
 # Training settings added after adapters were stored, with the value that trains exactly as before they existed.
-AS_BEFORE = {"regroup_questions": True, "distill": 0.0}
+AS_BEFORE = {"regroup_questions": True, "distill": 0.0, "written_questions": 0}
 
 
 def load_settings(**overrides) -> Settings:

@@ -66,7 +66,7 @@ def absorb(
     """
     started = time.monotonic()
     try:
-        plan = setup(document, loaded, settings, qa_generator)  # with distillation, a teacher pass of seconds
+        plan = setup(document, loaded, settings, qa_generator)  # written questions, the teacher: the model runs first
         model = plan.backend.attach(loaded, plan.settings)
         try:
             result = train(model, plan, loaded, started, progress, on_step)
@@ -98,7 +98,7 @@ def setup(document: Document, loaded: LoadedModel, settings: Settings, qa_genera
     torch.manual_seed(training.seed)
     rng = random.Random(training.seed)
 
-    qa_pairs = generate_qa(document, settings, qa_generator)
+    qa_pairs = generate_qa(document, settings, qa_generator, loaded)  # before LoRA: the base model writes
     builder = TaskBuilder(loaded.tokenizer, document.text, document.title, training, qa_pairs)
     if training.distill > 0:  # the teacher is the base model as it is now, before LoRA is attached
         builder.use_teacher(teacher_targets(loaded, builder))

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from lift_tool.training.questions import QAPair, RuleQuestionGenerator, limit_repeated_answers, unanswerable_questions
+from lift_tool.training.written_questions import ModelQuestionWriter
 
 if TYPE_CHECKING:
     from lift_tool.config import Settings
@@ -17,11 +18,17 @@ if TYPE_CHECKING:
 SMALL_MODEL_PARAMETERS = 300_000_000
 
 
-def generate_qa(document: "Document", settings: "Settings", qa_generator=None) -> list[QAPair]:
-    """The synthetic question-answer pairs to train on: the generator's (the rules by default), each answer kept
-    to its share, and questions the document does not answer added."""
+def generate_qa(document: "Document", settings: "Settings", qa_generator=None,
+                loaded: "LoadedModel | None" = None) -> list[QAPair]:
+    """The synthetic question-answer pairs to train on: the generator's (the rules by default) and, with
+    ``training.written_questions``, those ``loaded``'s model writes itself; each answer kept to its share, and
+    questions the document does not answer added."""
     generator = qa_generator or RuleQuestionGenerator(settings.training.questions_per_sentence, seed=settings.training.seed)
     pairs = generator.generate(document.text, document.title)
+    if settings.training.written_questions > 0:
+        if loaded is None:
+            raise ValueError("training.written_questions needs the model that writes them")
+        pairs += ModelQuestionWriter(loaded, settings.training.written_questions).generate(document.text, document.title)
     if settings.training.max_answer_share is not None:  # None only before settings_for_model has filled it in
         pairs = limit_repeated_answers(pairs, settings.training.max_answer_share, seed=settings.training.seed)
     n_unanswerable = max(1, round(len(pairs) * max(settings.training.mix.unanswerable, 0.0)))

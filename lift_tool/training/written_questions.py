@@ -1,0 +1,121 @@
+"""Questions written by the loaded model itself about the document, beside the rule-made ones.
+
+SEAL (arXiv 2506.10943) found that a model's own rewrites of a passage teach it more than the raw passage. Here
+the base model, before LoRA is attached, reads each passage of a few sentences and writes questions about it
+(sampled, so that they differ), then answers each of them with the passage in its prompt, as it answers with
+retrieved passages. A written pair is kept only when it passes checks a reader would make:
+
+- the question is a question (ends with "?", 3 to 30 words) and not one kept already;
+- the answer is not an abstention, and at least ``GROUNDED_SHARE`` of its words are the passage's own (the
+  model copied it from the passage rather than made it up);
+- the answer is not already in the question.
+
+The passage is read once per passage for all its questions (its key-value cache is copied for the batch of
+samples) and once more for their answers (the prefix cache of ``generation``). The time counts in the
+absorption's. Whether it pays is measured in docs/recipe.md.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+from lift_tool.generation import PrefixCache, cache_keyword, generate_reply
+from lift_tool.prompts import is_abstention, messages, render
+from lift_tool.training.questions import QAPair, split_sentences
+
+if TYPE_CHECKING:
+    from lift_tool.models import LoadedModel
+
+WRITE_PROMPT = "{passage}\n\nWrite one question that the text above answers."
+PASSAGE_SENTENCES = 3  # sentences per passage the model writes questions about
+QUESTION_TOKENS = 40  # at most this many tokens per written question
+ANSWER_TOKENS = 32
+TEMPERATURE = 0.8
+GROUNDED_SHARE = 0.8  # of an answer's words that must occur in its passage
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9]+", text.lower())
+
+
+def usable(question: str, answer: str, passage: str) -> bool:
+    """Whether a written question and the model's answer to it are worth training on (the checks above)."""
+    question_words, answer_words = _words(question), _words(answer)
+    if not question.endswith("?") or not 3 <= len(question_words) <= 30:
+        return False
+    if not answer_words or is_abstention(answer):
+        return False
+    passage_words = set(_words(passage))
+    if sum(word in passage_words for word in answer_words) < GROUNDED_SHARE * len(answer_words):
+        return False
+    return not set(answer_words) <= set(question_words)
+
+
+class ModelQuestionWriter:
+    """Question-answer pairs written by ``loaded``'s model about each passage of a document: ``per_passage``
+    questions are sampled per passage and the usable ones kept. After ``generate``, ``written`` says how many
+    questions were written and ``kept`` how many were kept."""
+
+    def __init__(self, loaded: "LoadedModel", per_passage: int):
+        self.loaded = loaded
+        self.per_passage = per_passage
+        self.written = 0
+        self.kept = 0
+
+    def generate(self, text: str, title: str) -> list[QAPair]:
+        model = self.loaded.model
+        was_training = model.training
+        model.eval()
+        try:
+            return self._generate(text, title)
+        finally:
+            model.train(was_training)
+
+    def _generate(self, text: str, title: str) -> list[QAPair]:
+        sentences = split_sentences(text)
+        pairs: list[QAPair] = []
+        asked: set[str] = set()
+        answers_cache = PrefixCache()
+        for first in range(0, len(sentences), PASSAGE_SENTENCES):
+            group = sentences[first : first + PASSAGE_SENTENCES]
+            passage = " ".join(sentence.text for sentence in group)
+            for question in self._questions(passage):
+                self.written += 1
+                if question.lower() in asked:  # written twice: answered and kept (or not) once
+                    continue
+                asked.add(question.lower())
+                reply = generate_reply(self.loaded.model, self.loaded.tokenizer, messages(question, [title], passage),
+                                       max_new_tokens=ANSWER_TOKENS, prefix_cache=answers_cache)
+                if usable(question, reply.text, passage):
+                    answer_words = set(_words(reply.text))
+                    evidence = max(group, key=lambda sentence: len(answer_words & set(_words(sentence.text))))
+                    pairs.append(QAPair(question, reply.text, evidence.index, "written"))
+        self.kept = len(pairs)
+        return pairs
+
+    def _questions(self, passage: str) -> list[str]:
+        """``per_passage`` sampled questions about ``passage``: the prompt is read once, its cache copied for each."""
+        import torch
+
+        tokenizer, model = self.loaded.tokenizer, self.loaded.model
+        prompt = render(tokenizer, [{"role": "user", "content": WRITE_PROMPT.format(passage=passage)}],
+                        add_generation_prompt=True)
+        ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        cache = PrefixCache().lookup(model, "base", ids[:-1])  # the last token is the first one generate reads
+        cache.batch_repeat_interleave(self.per_passage)
+        input_ids = torch.tensor([ids] * self.per_passage, device=model.device)
+        with torch.inference_mode():
+            output = model.generate(
+                input_ids=input_ids,
+                attention_mask=torch.ones_like(input_ids),
+                **{cache_keyword(): cache},
+                max_new_tokens=QUESTION_TOKENS,
+                do_sample=True,
+                temperature=TEMPERATURE,
+                top_p=None,
+                top_k=None,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+        texts = tokenizer.batch_decode(output[:, len(ids) :], skip_special_tokens=True)
+        return [text.strip().split("\n")[0].strip() for text in texts]

@@ -1,0 +1,58 @@
+"""Questions the model writes itself: what is kept, and the writer on the real default model."""
+
+import pytest
+
+from lift_tool.documents import make_document
+from lift_tool.training.questions import split_sentences
+from lift_tool.training.recipe import generate_qa
+from lift_tool.training.written_questions import PASSAGE_SENTENCES, ModelQuestionWriter, usable
+
+TEXT = """# Brimley
+
+Brimley was founded in 1841 by the engineer Agatha Moorcroft. The canal is 14 kilometres long.
+The Brimley Canal Company has twelve barges. A bridge called the Wendle Arch crosses the canal.
+The town's market is held on Thursdays in Moorcroft Square. The Wendle Arch was built of red sandstone in 1852.
+"""
+PASSAGE = "Brimley was founded in 1841 by the engineer Agatha Moorcroft. The canal is 14 kilometres long."
+
+
+def test_a_written_pair_is_kept_only_when_its_answer_comes_from_the_passage():
+    assert usable("Who founded Brimley?", "The engineer Agatha Moorcroft.", PASSAGE)
+    assert not usable("Who founded Brimley", "Agatha Moorcroft", PASSAGE)  # not a question
+    assert not usable("Who?", "Agatha Moorcroft", PASSAGE)  # too short to stand alone
+    assert not usable("Who founded Brimley?", "The document does not say.", PASSAGE)
+    assert not usable("Who founded Brimley?", "Queen Victoria, after the war of 1840.", PASSAGE)  # made up
+    assert not usable("Was Brimley founded by Agatha Moorcroft?", "Agatha Moorcroft", PASSAGE)  # in the question
+    assert not usable("Who founded Brimley?", "", PASSAGE)
+
+
+def test_the_model_writes_questions_about_each_passage_and_keeps_the_usable_ones(real_loaded):
+    import torch
+
+    model = real_loaded.model
+    model.train()
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        writer = ModelQuestionWriter(real_loaded, per_passage=3)
+        runs.append(writer.generate(TEXT, "Brimley"))
+    assert model.training  # left as it was found
+    model.eval()
+
+    sentences = split_sentences(TEXT)
+    passages = -(-len(sentences) // PASSAGE_SENTENCES)
+    assert writer.written == 3 * passages
+    assert writer.kept == len(runs[1]) <= writer.written
+    assert runs[0] == runs[1]  # seeded: the same questions again
+    for pair in runs[1]:
+        first = pair.sentence - pair.sentence % PASSAGE_SENTENCES
+        passage = " ".join(sentence.text for sentence in sentences[first : first + PASSAGE_SENTENCES])
+        assert pair.form == "written" and pair.answerable
+        assert usable(pair.question, pair.answer, passage)
+
+
+def test_written_questions_need_the_model_that_writes_them(tiny_settings):
+    settings = tiny_settings.model_copy(
+        update={"training": tiny_settings.training.model_copy(update={"written_questions": 2})})
+    with pytest.raises(ValueError, match="written_questions"):
+        generate_qa(make_document(TEXT, title="Brimley"), settings)
