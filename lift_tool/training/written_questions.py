@@ -5,7 +5,7 @@ the base model, before LoRA is attached, reads each passage of a few sentences a
 (sampled, so that they differ), then answers each of them with the passage in its prompt, as it answers with
 retrieved passages. A written pair is kept only when it passes checks a reader would make:
 
-- the question is a question (ends with "?", 3 to 30 words) and not one kept already;
+- the question is a question (ends with "?", 3 to 30 words) and not one written before;
 - the answer is not an abstention, and at least ``GROUNDED_SHARE`` of its words are the passage's own (the
   model copied it from the passage rather than made it up);
 - the answer is not already in the question.
