@@ -1,6 +1,7 @@
 """Generation: the model's reply to a prompt, as the model is (bare or with an adapter active), with how sure it
-was of it. Greedy; text can be streamed as it is produced. Also what fits a prompt to the window (``fit_context``,
-``context_budget``) and the prefix cache that reads a long context once for several questions.
+was of it. Greedy; text can be streamed as it is produced; several replies can be written in one batch. Also
+what fits a prompt to the window (``fit_context``, ``context_budget``) and the prefix cache that reads a long
+context once for several questions.
 
 ``lift_tool.answering`` decides what goes into the prompt and which adapters are active; this module only
 generates."""
@@ -132,6 +133,28 @@ def generate_reply(
     text = cut_at_stop(tokenizer.decode(new_tokens, skip_special_tokens=True), stops).strip()
     written = sum(1 for token in new_tokens.tolist() if token not in stop_ids and token != tokenizer.pad_token_id)
     return Reply(text, min(chosen, default=1.0), prompt_tokens=prompt_length, output_tokens=written)
+
+
+def generate_replies(model, tokenizer, conversations: list[list[dict[str, str]]],
+                     max_new_tokens: int = 64) -> list[str]:
+    """Greedy replies to several conversations in one batch, the prompts padded on the left. Writing a token reads
+    every weight of the model whether it writes for one sequence or for a few, so on a CPU a batch of a few
+    replies takes about as long as the longest one alone."""
+    import torch
+
+    prompts = [tokenizer(render(tokenizer, conversation, add_generation_prompt=True), add_special_tokens=False)
+               ["input_ids"] for conversation in conversations]
+    width = max(len(prompt) for prompt in prompts)
+    stop_ids = _stop_ids(tokenizer)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop_ids[0]
+    input_ids = torch.tensor([[pad] * (width - len(prompt)) + prompt for prompt in prompts], device=model.device)
+    attention_mask = torch.tensor([[0] * (width - len(prompt)) + [1] * len(prompt) for prompt in prompts],
+                                  device=model.device)
+    with torch.inference_mode():
+        output = model.generate(input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=max_new_tokens,
+                                do_sample=False, temperature=None, top_p=None, top_k=None, pad_token_id=pad,
+                                eos_token_id=stop_ids)
+    return [text.strip() for text in tokenizer.batch_decode(output[:, width:], skip_special_tokens=True)]
 
 
 def cut_at_stop(text: str, stops: list[str]) -> str:

@@ -191,6 +191,25 @@ def test_reply_reports_how_sure_the_model_was_of_its_least_sure_token(tiny_loade
 
 
 @pytest.mark.slow
+def test_replies_written_in_one_batch_are_those_written_one_at_a_time(real_loaded):
+    from lift_tool.generation import generate_replies, generate_reply
+    from lift_tool.prompts import messages
+
+    # The default model: the random tiny one writes only whitespace here.
+    model, tokenizer = real_loaded.model, real_loaded.tokenizer
+    # Prompts of different lengths: the shorter ones are padded on the left, which must change nothing.
+    conversations = [messages("Who founded Brimley?", ["Brimley"]),
+                     messages("In which year was the canal of the market town dug, and by whom?", ["Brimley"]),
+                     messages("Where?", ["Brimley"], "Brimley is a market town on a canal.")]
+    one_at_a_time = [generate_reply(model, tokenizer, conversation, max_new_tokens=12).text
+                     for conversation in conversations]
+    assert all(one_at_a_time)
+    # Greedy decoding keeps the text where padding changes the shapes of the products (the tolerance argument of
+    # the prefix cache's test below).
+    assert generate_replies(model, tokenizer, conversations, max_new_tokens=12) == one_at_a_time
+
+
+@pytest.mark.slow
 def test_reply_gives_up_at_its_first_unsure_token(real_loaded):
     from lift_tool.generation import generate_reply
     from lift_tool.prompts import messages

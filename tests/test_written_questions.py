@@ -3,7 +3,7 @@
 import pytest
 
 from lift_tool.documents import make_document
-from lift_tool.training.questions import split_sentences
+from lift_tool.training.questions import passages
 from lift_tool.training.recipe import generate_qa
 from lift_tool.training.written_questions import PASSAGE_SENTENCES, ModelQuestionWriter, usable
 
@@ -39,16 +39,14 @@ def test_the_model_writes_questions_about_each_passage_and_keeps_the_usable_ones
     assert model.training  # left as it was found
     model.eval()
 
-    sentences = split_sentences(TEXT)
-    passages = -(-len(sentences) // PASSAGE_SENTENCES)
-    assert writer.written == 3 * passages
-    assert writer.kept == len(runs[1]) <= writer.written
+    text_passages = passages(TEXT, PASSAGE_SENTENCES)
+    assert writer.written == 3 * len(text_passages)
+    assert len(runs[1]) <= writer.written
     assert runs[0] == runs[1]  # seeded: the same questions again
     for pair in runs[1]:
-        first = pair.sentence - pair.sentence % PASSAGE_SENTENCES
-        passage = " ".join(sentence.text for sentence in sentences[first : first + PASSAGE_SENTENCES])
+        passage = text_passages[pair.sentence // PASSAGE_SENTENCES]
         assert pair.form == "written" and pair.answerable
-        assert usable(pair.question, pair.answer, passage)
+        assert usable(pair.question, pair.answer, passage.text)
 
 
 def test_written_questions_need_the_model_that_writes_them(tiny_settings):

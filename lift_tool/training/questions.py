@@ -142,6 +142,23 @@ def split_sentences(text: str) -> list[Sentence]:
     return sentences
 
 
+@dataclass(frozen=True)
+class Passage:
+    """Consecutive sentences that questions are written about together."""
+
+    sentences: list[Sentence]
+
+    @property
+    def text(self) -> str:
+        return " ".join(sentence.text for sentence in self.sentences)
+
+
+def passages(text: str, size: int) -> list[Passage]:
+    """``text``'s sentences in consecutive passages of ``size`` (the last one may be shorter)."""
+    sentences = split_sentences(text)
+    return [Passage(sentences[first : first + size]) for first in range(0, len(sentences), size)]
+
+
 def _continues_previous(previous: Sentence, text: str, block_start: int) -> bool:
     if previous.start < block_start:
         return False  # never join across paragraphs
@@ -498,15 +515,13 @@ class ChatQuestionGenerator:
         self.passage_sentences = passage_sentences
 
     def generate(self, text: str, title: str) -> list[QAPair]:
-        sentences = split_sentences(text)
         pairs: list[QAPair] = []
-        for first in range(0, len(sentences), self.passage_sentences):
-            group = sentences[first : first + self.passage_sentences]
-            passage = " ".join(sentence.text for sentence in group)
-            reply = self.chat_model.invoke(self.PROMPT.format(n=self.per_passage, passage=passage))
+        for passage in passages(text, self.passage_sentences):
+            reply = self.chat_model.invoke(self.PROMPT.format(n=self.per_passage, passage=passage.text))
             for item in _parse_json_list(getattr(reply, "content", str(reply))):
                 question, answer = str(item.get("question", "")).strip(), str(item.get("answer", "")).strip()
                 if question and answer:
+                    group = passage.sentences
                     evidence = next((s.index for s in group if answer.lower() in s.text.lower()), group[0].index)
                     pairs.append(QAPair(question, answer, evidence, "chat"))
         return pairs

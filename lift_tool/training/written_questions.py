@@ -10,9 +10,9 @@ retrieved passages. A written pair is kept only when it passes checks a reader w
   model copied it from the passage rather than made it up);
 - the answer is not already in the question.
 
-The passage is read once per passage for all its questions (its key-value cache is copied for the batch of
-samples) and once more for their answers (the prefix cache of ``generation``). The time counts in the
-absorption's. Whether it pays is measured in docs/recipe.md.
+The passage is read once for all its questions (its key-value cache is copied for the batch of samples), and
+its questions are answered together in one batch. The time counts in the absorption's. Whether it pays is
+measured in docs/recipe.md.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
-from lift_tool.generation import PrefixCache, cache_keyword, generate_reply
+from lift_tool.generation import PrefixCache, cache_keyword, generate_replies
 from lift_tool.prompts import is_abstention, messages, render
-from lift_tool.training.questions import QAPair, split_sentences
+from lift_tool.training.questions import QAPair, passages
 
 if TYPE_CHECKING:
     from lift_tool.models import LoadedModel
@@ -55,13 +55,12 @@ def usable(question: str, answer: str, passage: str) -> bool:
 class ModelQuestionWriter:
     """Question-answer pairs written by ``loaded``'s model about each passage of a document: ``per_passage``
     questions are sampled per passage and the usable ones kept. After ``generate``, ``written`` says how many
-    questions were written and ``kept`` how many were kept."""
+    questions were written."""
 
     def __init__(self, loaded: "LoadedModel", per_passage: int):
         self.loaded = loaded
         self.per_passage = per_passage
         self.written = 0
-        self.kept = 0
 
     def generate(self, text: str, title: str) -> list[QAPair]:
         model = self.loaded.model
@@ -73,25 +72,26 @@ class ModelQuestionWriter:
             model.train(was_training)
 
     def _generate(self, text: str, title: str) -> list[QAPair]:
-        sentences = split_sentences(text)
         pairs: list[QAPair] = []
         asked: set[str] = set()
-        answers_cache = PrefixCache()
-        for first in range(0, len(sentences), PASSAGE_SENTENCES):
-            group = sentences[first : first + PASSAGE_SENTENCES]
-            passage = " ".join(sentence.text for sentence in group)
-            for question in self._questions(passage):
+        for passage in passages(text, PASSAGE_SENTENCES):
+            questions = []
+            for question in self._questions(passage.text):
                 self.written += 1
-                if question.lower() in asked:  # written twice: answered and kept (or not) once
-                    continue
-                asked.add(question.lower())
-                reply = generate_reply(self.loaded.model, self.loaded.tokenizer, messages(question, [title], passage),
-                                       max_new_tokens=ANSWER_TOKENS, prefix_cache=answers_cache)
-                if usable(question, reply.text, passage):
-                    answer_words = set(_words(reply.text))
-                    evidence = max(group, key=lambda sentence: len(answer_words & set(_words(sentence.text))))
-                    pairs.append(QAPair(question, reply.text, evidence.index, "written"))
-        self.kept = len(pairs)
+                if question.lower() not in asked:  # written twice: answered and kept (or not) once
+                    asked.add(question.lower())
+                    questions.append(question)
+            if not questions:
+                continue
+            replies = generate_replies(self.loaded.model, self.loaded.tokenizer,
+                                       [messages(question, [title], passage.text) for question in questions],
+                                       max_new_tokens=ANSWER_TOKENS)
+            for question, reply in zip(questions, replies):
+                if usable(question, reply, passage.text):
+                    answer_words = set(_words(reply))
+                    evidence = max(passage.sentences,
+                                   key=lambda sentence: len(answer_words & set(_words(sentence.text))))
+                    pairs.append(QAPair(question, reply, evidence.index, "written"))
         return pairs
 
     def _questions(self, passage: str) -> list[str]:
