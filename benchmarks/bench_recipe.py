@@ -42,6 +42,12 @@ RECIPES = {  # name: (what it changes, overrides of the default settings: "train
                            {"training": {"distill": 1.0, "questions_per_sentence": 2}}),
     "written4": ("4 questions per passage of 3 sentences written by the model itself, beside the rules' (kept when "
                  "its own answer with the passage comes from the passage)", {"training": {"written_questions": 4}}),
+    "loraplus4": ("LoRA+: each B matrix at 4 times the learning rate", {"training": {"lora_b_lr_ratio": 4.0}}),
+    "questions2-loraplus4": ("2 rule questions per sentence, LoRA+ ratio 4",
+                             {"training": {"questions_per_sentence": 2, "lora_b_lr_ratio": 4.0}}),
+    "questions2-loraplus16": ("2 rule questions per sentence, LoRA+ ratio 16",
+                              {"training": {"questions_per_sentence": 2, "lora_b_lr_ratio": 16.0}}),
+    "qa3-loraplus4": ("qa 3, LoRA+ ratio 4", {"training": {"mix": {"qa": 3.0}, "lora_b_lr_ratio": 4.0}}),
     "conv16": ("16 questions per training chat", {"training": {"qa_per_conversation": 16}}),
     "questions2": ("2 rule questions per sentence (4)", {"training": {"questions_per_sentence": 2}}),
     "no-long": ("no long-context examples (qa_long, contextual 0)", {"training": {"mix": {"qa_long": 0.0, "contextual": 0.0}}}),

@@ -176,3 +176,30 @@ def test_backend_choice_on_cpu():
     assert choose_backend("peft", "cpu") == "peft"
     with pytest.raises(ConfigError, match="CUDA"):
         choose_backend("unsloth", "cpu")
+
+
+def test_lora_plus_gives_the_b_matrices_their_multiple_of_the_learning_rate(tiny_loaded, tiny_settings):
+    import dataclasses
+    import time
+
+    import torch
+
+    from lift_tool.training.absorb import setup, train
+
+    first_steps = {}
+    for ratio in (1.0, 4.0):
+        plan = setup(make_document(TEXT), tiny_loaded, _settings(tiny_settings, lora_b_lr_ratio=ratio))
+        plan = dataclasses.replace(plan, micro_batches=plan.micro_batches[:1], total_steps=1)
+        model = plan.backend.attach(tiny_loaded, plan.settings)
+        try:
+            train(model, plan, tiny_loaded, time.monotonic(), False, None)
+            first_steps[ratio] = {name: p.detach().clone() for name, p in model.named_parameters() if "lora_" in name}
+        finally:
+            plan.backend.detach(model, tiny_loaded)
+    # B starts at zero, so the first step's gradients are the same in both runs (A's is zero): Adam's first update
+    # is the learning rate times the same direction, and B moves exactly 4 times as far.
+    b_names = [name for name in first_steps[1.0] if ".lora_B." in name]
+    assert b_names and all(first_steps[1.0][name].abs().sum() > 0 for name in b_names)
+    for name, weight in first_steps[1.0].items():
+        expected = 4 * weight if name in b_names else weight
+        assert torch.allclose(first_steps[4.0][name], expected, rtol=1e-5, atol=1e-9), name

@@ -131,8 +131,8 @@ def train(model: AdaptedModel, plan: Plan, loaded: LoadedModel, started: float, 
 
     training = plan.settings.training
     model.train()
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=training.learning_rate, weight_decay=training.weight_decay)
+    optimizer = torch.optim.AdamW(parameter_groups(model, training.lora_b_lr_ratio), lr=training.learning_rate,
+                                  weight_decay=training.weight_decay)
     pad_id = loaded.tokenizer.pad_token_id
     body = model.get_base_model().base_model
     first_adapted = plan.settings.lora.adapted_layers(len(getattr(body, "layers", [])))[0]
@@ -142,6 +142,17 @@ def train(model: AdaptedModel, plan: Plan, loaded: LoadedModel, started: float, 
     with cpu_training_numerics(model.get_base_model(), plan.precision) as autocast:
         return loop.train(model, optimizer, plan.micro_batches, plan.total_steps, training, pad_id, autocast, started,
                           progress, on_step, cache)
+
+
+def parameter_groups(model: AdaptedModel, b_ratio: float) -> list[dict]:
+    """The trainable weights for the optimizer: the LoRA B matrices at ``b_ratio`` times the learning rate of the
+    rest (``lr_scale``, which the loop's schedule multiplies), or all of them in one group when it is 1."""
+    trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    if b_ratio == 1:
+        return [{"params": [p for _, p in trainable], "lr_scale": 1.0}]
+    b = [p for name, p in trainable if ".lora_B." in name]
+    rest = [p for name, p in trainable if ".lora_B." not in name]
+    return [{"params": rest, "lr_scale": 1.0}, {"params": b, "lr_scale": b_ratio}]
 
 
 def save(model: AdaptedModel, plan: Plan, result: LoopResult, document: Document, loaded: LoadedModel,

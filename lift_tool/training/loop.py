@@ -90,8 +90,9 @@ def train(
             for kind, value in per_kind.items():
                 kind_losses.setdefault(kind, []).append(value)
         torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], training.max_grad_norm)
+        rate = learning_rate(training, step, total_steps, time.monotonic() - started, budget)
         for group_params in optimizer.param_groups:
-            group_params["lr"] = learning_rate(training, step, total_steps, time.monotonic() - started, budget)
+            group_params["lr"] = rate * group_params.get("lr_scale", 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1
