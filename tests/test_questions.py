@@ -92,3 +92,27 @@ def test_repeated_answers_are_limited_to_their_share():
     assert len(limit_repeated_answers(pairs, max_share=0.02, seed=1)) == len(kept)
     assert len(limit_repeated_answers(pairs, max_share=0.001)) == 103  # never fewer than 3 per answer
     assert limit_repeated_answers(pairs, max_share=1.0) == pairs
+
+
+def test_a_chat_model_writes_pairs_about_each_passage_and_each_points_at_its_sentence():
+    import json
+
+    from langchain_core.language_models.fake_chat_models import FakeListChatModel
+
+    from lift_tool.training.questions import ChatQuestionGenerator, passages
+
+    text_passages = passages(TEXT, 3)
+    assert [sentence.index for passage in text_passages for sentence in passage.sentences] == list(
+        range(len(split_sentences(TEXT))))  # every sentence once, in order
+    # A stand-in for a large model reached over an API: one reply per passage, as it would write it.
+    replies = [json.dumps([{"question": "Who founded Brimley?", "answer": "Agatha Moorcroft"},
+                           {"question": "How long is the canal?", "answer": "14 kilometres"}]),
+               "Here you are: " + json.dumps([{"question": "What is blue slate?", "answer": "a hard stone"},
+                                              {"question": "", "answer": "dropped: no question"}]),
+               "no JSON at all"]
+    generator = ChatQuestionGenerator(FakeListChatModel(responses=replies), per_passage=2, passage_sentences=3)
+    pairs = generator.generate(TEXT, "Brimley")
+    assert len(text_passages) == 3
+    assert [(pair.question, pair.sentence) for pair in pairs] == [
+        ("Who founded Brimley?", 0), ("How long is the canal?", 2), ("What is blue slate?", 4)]
+    assert all(pair.form == "chat" and pair.answerable for pair in pairs)

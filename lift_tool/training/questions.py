@@ -521,8 +521,8 @@ class ChatQuestionGenerator:
             for item in _parse_json_list(getattr(reply, "content", str(reply))):
                 question, answer = str(item.get("question", "")).strip(), str(item.get("answer", "")).strip()
                 if question and answer:
-                    group = passage.sentences
-                    evidence = next((s.index for s in group if answer.lower() in s.text.lower()), group[0].index)
+                    evidence = next((s.index for s in passage.sentences if answer.lower() in s.text.lower()),
+                                    passage.sentences[0].index)
                     pairs.append(QAPair(question, answer, evidence, "chat"))
         return pairs
 
