@@ -138,8 +138,8 @@ def generate_reply(
 def generate_replies(model, tokenizer, conversations: list[list[dict[str, str]]],
                      max_new_tokens: int = 64) -> list[str]:
     """Greedy replies to several conversations in one batch, the prompts padded on the left. Each step of the
-    batch reads the model's weights once for all its replies: on the 2-core CPU of docs/recipe.md, four answers
-    in one batch took two thirds of the time of four one after another."""
+    batch reads the model's weights once for all its replies, so a few replies in one batch take less time than
+    one after another (docs/recipe.md, step 13)."""
     import torch
 
     prompts = [tokenizer(render(tokenizer, conversation, add_generation_prompt=True), add_special_tokens=False)
