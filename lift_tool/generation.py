@@ -24,6 +24,18 @@ def cache_keyword() -> str:
     return "cache" if major_minor >= (5, 24) else "past_key_values"
 
 
+def read_prefix(model, prefix_ids: list[int]):
+    """The key/value cache of ``prefix_ids``, for ``generate`` to go on from."""
+    import torch
+
+    with torch.inference_mode():
+        prefix = torch.tensor([prefix_ids], device=model.device)
+        # The decoder alone: the prefix's next-token scores are never used, and for a 3k-token prefix the output
+        # layer alone would cost seconds and a gigabyte of scores.
+        output = model.get_decoder()(input_ids=prefix, use_cache=True)
+    return getattr(output, cache_keyword())
+
+
 class PrefixCache:
     """The key/value cache of the last long prompt prefix (instructions and context, up to the question), so
     that several questions about the same text pay for reading it once.
@@ -38,16 +50,9 @@ class PrefixCache:
 
     def lookup(self, model, state: str, prefix_ids: list[int]):
         """A private copy of the cache for ``prefix_ids``, computed on a miss."""
-        import torch
-
         key = (id(model), state, tuple(prefix_ids))
         if key != self._key:
-            with torch.inference_mode():
-                prefix = torch.tensor([prefix_ids], device=model.device)
-                # The decoder alone: the prefix's next-token scores are never used, and for a 3k-token prefix
-                # the output layer alone would cost seconds and a gigabyte of scores.
-                output = model.get_decoder()(input_ids=prefix, use_cache=True)
-                self._cache = getattr(output, cache_keyword())
+            self._cache = read_prefix(model, prefix_ids)
             self._key = key
         return copy.deepcopy(self._cache)  # generation appends to the cache it is given
 

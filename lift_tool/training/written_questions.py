@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
-from lift_tool.generation import PrefixCache, cache_keyword, generate_replies
+from lift_tool.generation import cache_keyword, generate_replies, read_prefix
 from lift_tool.prompts import is_abstention, messages, render
 from lift_tool.training.questions import QAPair, passages
 
@@ -102,7 +102,7 @@ class ModelQuestionWriter:
         prompt = render(tokenizer, [{"role": "user", "content": WRITE_PROMPT.format(passage=passage)}],
                         add_generation_prompt=True)
         ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        cache = PrefixCache().lookup(model, "base", ids[:-1])  # the last token is the first one generate reads
+        cache = read_prefix(model, ids[:-1])  # the last token is the first one generate reads
         cache.batch_repeat_interleave(self.per_passage)
         input_ids = torch.tensor([ids] * self.per_passage, device=model.device)
         with torch.inference_mode():
