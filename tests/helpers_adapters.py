@@ -133,3 +133,17 @@ def churn_worker(home: str, source: str, worker: int, rounds: int, barrier) -> N
         traceback.print_exc()
         barrier.abort()  # the others stop waiting for this worker
         sys.exit(1)
+
+
+def open_new_index_worker(home: str, barrier) -> None:
+    """Wait for the other workers, then list the documents of ``home``, whose index does not exist yet: every worker
+    opens the new file at the same moment. Exits non-zero on any error."""
+    from lift_tool.memory.registry import Registry
+
+    try:
+        registry = Registry(Path(home))
+        barrier.wait(timeout=120)
+        registry.list_documents()
+    except BaseException:
+        traceback.print_exc()
+        sys.exit(1)
