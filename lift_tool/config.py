@@ -74,6 +74,9 @@ class TrainingSettings(BaseModel):
     max_grad_norm: float = Field(1.0, gt=0)
     seed: int = 0
     budget_seconds: float | None = Field(None, gt=0)  # stop at the budget and keep what was learnt
+    # Save the state of training this often (seconds), so that an interrupted absorption of the same document
+    # goes on from there when it is absorbed again (training.checkpoint); None: never.
+    checkpoint_seconds: float | None = Field(300.0, gt=0)
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # bf16 autocast where the hardware supports it
     questions_per_sentence: int = Field(4, ge=1)  # rule-based questions kept per sentence of the document
     # At most this share of the questions (and at least 3) may have the same answer; the rest of them are left
@@ -200,7 +203,7 @@ class Settings(BaseSettings):
         """A short hash of everything that changes what absorption learns (not where files go). A setting added
         later counts only when it differs from the value that trains as before it existed (``AS_BEFORE``), so the
         adapters stored until then keep matching their settings."""
-        speed_only = {"budget_seconds", "frozen_layer_cache_mb"}
+        speed_only = {"budget_seconds", "frozen_layer_cache_mb", "checkpoint_seconds"}
         training = self.training.model_dump(exclude=speed_only)
         for name, value in AS_BEFORE.items():
             if training.get(name) == value:

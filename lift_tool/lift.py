@@ -9,13 +9,16 @@ model, and the retrieval store, and offers what a user does with a memory of doc
     lift.documents(); lift.forget(doc.doc_id)
 
 It composes the parts: training (``lift_tool.training``), answering (``lift_tool.answering``), background
-absorption (``lift_tool.jobs``), and the memory (``lift_tool.memory``). Absorption writes nothing until training
-has succeeded, so an interrupted or failed absorption leaves the memory exactly as it was.
+absorption (``lift_tool.jobs``), and the memory (``lift_tool.memory``). Absorption stores nothing until training
+has succeeded, so an interrupted or failed absorption leaves the memory's documents and adapters exactly as they
+were; its last checkpoint stays in the memory's ``unfinished/`` folder, and absorbing the document again goes on
+from it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import shutil
 import threading
 import time
 import weakref
@@ -270,19 +273,21 @@ class Lift:
                     self.answering.prefix_cache.clear()
                 if shared and self.host.pool is not None:
                     self.host.pool.release()  # training needs the bare model
+                unfinished = self.registry.unfinished_path(document.doc_id)
                 with self.registry.staging() as staged:
                     if cluster is not None:  # (on_step is not called: the steps run on the worker)
                         if qa_generator is not None:
                             raise ConfigError("a question generator runs in this process: absorb here (unset "
                                               "LIFT_CLUSTER__ADDRESS) to use one")
                         manifest = cluster.train(document, settings, staged, stop)
-                    else:
+                    else:  # saving checkpoints beside the registry: absorbing it again resumes an interrupted run
                         manifest = absorb(document, loaded, settings, staged, qa_generator=qa_generator,
-                                          progress=progress, on_step=on_step)
+                                          progress=progress, on_step=on_step, checkpoint_dir=unfinished)
                     if manifest.steps == 0:  # an untrained adapter would answer confident nonsense: store nothing
                         raise InputError(_too_short(document.title, "no training example could be made from it"))
                     make_portable(staged, manifest, hub_name(self.settings.model, loaded.path))
                     entry = self.registry.add_adapter(staged, text=document.text)
+                    shutil.rmtree(unfinished, ignore_errors=True)  # its checkpoint: finished now
                 if shared and self.host.pool is not None:
                     self.host.pool.model = loaded.model
             else:

@@ -72,6 +72,8 @@ class Manifest:
     steps: int = 0
     planned_steps: int = 0
     stopped_by_budget: bool = False
+    # The step an interrupted absorption was resumed at, from its last checkpoint (0: trained in one go).
+    resumed_at_step: int = 0
     # The share of the document's sentences (of those its training plan teaches) that training reached: 1.0 for a
     # whole absorption, less where the time budget cut it short. None: recorded before this field existed.
     coverage: float | None = None

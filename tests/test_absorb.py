@@ -165,6 +165,59 @@ def test_interrupt_leaves_nothing_and_the_model_clean(tiny_loaded, tiny_settings
     assert not any("lora" in name for name, _ in tiny_loaded.model.named_parameters())
 
 
+def _adapter_weights(folder):
+    from safetensors.torch import load_file
+
+    return load_file(folder / "adapter_model.safetensors")
+
+
+def _interrupt_at(step):
+    def on_step(report):
+        if report.step == step:
+            raise KeyboardInterrupt
+
+    return on_step
+
+
+def test_an_interrupted_absorption_goes_on_from_its_checkpoint_to_the_same_adapter(tiny_loaded, tiny_settings,
+                                                                                    tmp_path):
+    import torch
+
+    settings = _settings(tiny_settings, checkpoint_seconds=1e-9)  # a checkpoint after every step
+    document, saved = make_document(TEXT), tmp_path / "checkpoint"
+    with pytest.raises(AbsorptionInterrupted, match=r"saved at step 5 of \d+.*goes on from there"):
+        absorb(document, tiny_loaded, settings, tmp_path / "a", progress=False, on_step=_interrupt_at(5),
+               checkpoint_dir=saved)
+    assert not (tmp_path / "a").exists() and (saved / "checkpoint.safetensors").is_file()
+    assert not any("lora" in name for name, _ in tiny_loaded.model.named_parameters())
+
+    steps = []
+    resumed = absorb(document, tiny_loaded, settings, tmp_path / "b", progress=False, checkpoint_dir=saved,
+                     on_step=lambda report: steps.append(report.step))
+    whole = absorb(document, tiny_loaded, settings, tmp_path / "c", progress=False)
+    assert resumed.resumed_at_step == 5 and steps[0] == 6 and resumed.steps == whole.steps == whole.planned_steps
+    assert whole.resumed_at_step == 0 and resumed.tokens_trained == whole.tokens_trained
+    assert resumed.losses == whole.losses
+    mine, theirs = _adapter_weights(tmp_path / "b"), _adapter_weights(tmp_path / "c")
+    assert mine.keys() == theirs.keys()
+    assert all(torch.equal(mine[name], theirs[name]) for name in mine)  # as if it had never stopped
+
+
+def test_a_checkpoint_of_other_training_or_a_damaged_one_is_not_resumed(tiny_loaded, tiny_settings, tmp_path):
+    settings = _settings(tiny_settings, checkpoint_seconds=1e-9)
+    document, saved = make_document(TEXT), tmp_path / "checkpoint"
+    with pytest.raises(AbsorptionInterrupted):
+        absorb(document, tiny_loaded, settings, tmp_path / "a", progress=False, on_step=_interrupt_at(3),
+               checkpoint_dir=saved)
+    other = _settings(tiny_settings, checkpoint_seconds=1e-9, learning_rate=1e-3)
+    with pytest.raises(AbsorptionInterrupted, match="saved at step 2 of"):  # its own checkpoint replaces the other
+        absorb(document, tiny_loaded, other, tmp_path / "b", progress=False, on_step=_interrupt_at(2),
+               checkpoint_dir=saved)
+    (saved / "checkpoint.safetensors").write_bytes(b"not a checkpoint")
+    manifest = absorb(document, tiny_loaded, other, tmp_path / "c", progress=False, checkpoint_dir=saved)
+    assert manifest.resumed_at_step == 0 and manifest.steps == manifest.planned_steps
+
+
 def test_document_over_the_limit(tiny_loaded, tiny_settings, tmp_path):
     settings = tiny_settings.model_copy(update={"max_document_tokens": 10})
     with pytest.raises(InputError, match="over the limit"):

@@ -114,6 +114,41 @@ def test_interrupted_absorption_leaves_memory_as_it_was(lift):
     assert lift.registry.verify().ok
 
 
+def test_an_interrupted_absorption_is_resumed_and_its_checkpoint_removed_once_stored(lift):
+    lift.settings.training.checkpoint_seconds = 1e-9  # a checkpoint after every step
+
+    def interrupt(report):
+        if report.step == 4:
+            raise KeyboardInterrupt
+
+    with pytest.raises(Exception, match="saved at step 4"):
+        lift.absorb(TEXT, progress=False, on_step=interrupt)
+    assert lift.documents() == [] and list(lift.registry.staging_dir.iterdir()) == []
+    unfinished = list(lift.registry.unfinished_dir.iterdir())
+    assert len(unfinished) == 1 and (unfinished[0] / "checkpoint.safetensors").is_file()
+    assert lift.registry.verify().ok
+
+    result = lift.absorb(TEXT, progress=False)
+    manifest = lift.registry.get_document(result.document.doc_id).adapters[0].manifest
+    assert manifest.resumed_at_step == 4 and manifest.steps == manifest.planned_steps
+    assert not unfinished[0].exists()
+
+
+def test_forgetting_a_document_removes_its_unfinished_absorption(lift):
+    doc = lift.index(TEXT)
+    lift.settings.training.checkpoint_seconds = 1e-9
+
+    def interrupt(report):
+        if report.step == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(Exception, match="interrupted"):
+        lift.absorb(TEXT, progress=False, on_step=interrupt)
+    assert lift.registry.unfinished_path(doc.doc_id).is_dir()
+    lift.forget(doc.doc_id)
+    assert not lift.registry.unfinished_path(doc.doc_id).exists()
+
+
 def test_bad_requests(lift):
     with pytest.raises(InputError, match="empty"):
         lift.ask("   ")

@@ -109,9 +109,12 @@ def test_settings_added_later_at_their_earlier_values_keep_the_fingerprint_of_ad
     settings = Settings()  # every later setting at the value that trains as before it existed
     before = {"lora": settings.lora.model_dump(),
               "training": settings.training.model_dump(exclude={"budget_seconds", "frozen_layer_cache_mb",
-                                                                *AS_BEFORE})}
+                                                                "checkpoint_seconds", *AS_BEFORE})}
     as_before = hashlib.sha256(json.dumps(before, sort_keys=True).encode()).hexdigest()[:16]
     assert settings.training_fingerprint() == as_before
+    # how often training saves its state changes nothing it learns (a resumed absorption ends as one in one go)
+    rarely = Settings.model_validate({"training": {"checkpoint_seconds": 3600}})
+    assert rarely.training_fingerprint() == as_before
     fixed = Settings.model_validate({"training": {"regroup_questions": False}})
     assert fixed.training_fingerprint() != as_before  # another recipe, another adapter
     distilled = Settings.model_validate({"training": {"distill": 1.0}})

@@ -7,6 +7,7 @@
 - ``distill``: context distillation, the model with the passage in its prompt as the answers' teacher;
 - ``layer_cache``: the output of the frozen layers below the adapter, kept for examples seen again;
 - ``loop``: the training loop, the learning-rate schedule and the batch loss;
+- ``checkpoint``: the loop's state saved every few minutes, so that an interrupted absorption goes on from it;
 - ``precision``: training precision and the CPU numerics that make bf16 fast;
 - ``backend``: the interface of a training backend, and which one is used; ``peft_backend`` and
   ``unsloth_backend`` implement it.

@@ -5,12 +5,16 @@
 - train: the optimizer, and the loop (``loop.train``) under the training precision, the time budget included;
 - save: the PEFT adapter and its manifest (``lift_tool.memory.manifest``) into the output folder.
 
+Given a checkpoint folder, training saves its state there every few minutes and, when the folder holds a
+checkpoint of the same plan, goes on from it (``checkpoint``): an interrupted absorption is resumed, not redone.
+
 The backend attaches LoRA between setup and train and detaches it after save, whatever happens, so the base
 model is left exactly as it was.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 import time
@@ -25,7 +29,7 @@ from lift_tool.documents import Document
 from lift_tool.errors import AbsorptionInterrupted, InputError
 from lift_tool.memory.manifest import Manifest
 from lift_tool.models import LoadedModel
-from lift_tool.training import loop
+from lift_tool.training import checkpoint, loop
 from lift_tool.training.backend import AdaptedModel, TrainingBackend, choose_backend, make_backend
 from lift_tool.training.distill import teacher_targets
 from lift_tool.training.layer_cache import FrozenLayerCache
@@ -34,6 +38,8 @@ from lift_tool.training.precision import cpu_training_numerics, training_precisi
 from lift_tool.training.questions import QAPair
 from lift_tool.training.recipe import generate_qa, settings_for_model
 from lift_tool.training.tasks import Example, TaskBuilder, batches, coverage
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -59,22 +65,34 @@ def absorb(
     qa_generator=None,
     progress: bool = True,
     on_step: Callable[[StepReport], None] | None = None,
+    checkpoint_dir: Path | None = None,
 ) -> Manifest:
     """Train an adapter for ``document`` on ``loaded`` and save it with its manifest into ``output_dir``.
 
     Returns the manifest. The base model is left exactly as it was (LoRA layers removed) whatever happens.
+    ``checkpoint_dir``: where training saves its state every ``training.checkpoint_seconds``, and whose checkpoint
+    of the same plan it goes on from (the caller removes the folder once the adapter is stored).
     """
     started = time.monotonic()
+    checkpoints: checkpoint.Checkpoints | None = None
     try:
         plan = setup(document, loaded, settings, qa_generator)  # written questions, the teacher: the model runs first
         model = plan.backend.attach(loaded, plan.settings)
         try:
-            result = train(model, plan, loaded, started, progress, on_step)
+            if checkpoint_dir is not None and plan.settings.training.checkpoint_seconds is not None:
+                checkpoints = checkpoint.Checkpoints(checkpoint_dir, checkpoint.plan_key(
+                    loaded.fingerprint, plan.settings_fingerprint, plan.precision, plan.device, plan.micro_batches,
+                    plan.settings.training.grad_accum), plan.settings.training.checkpoint_seconds)
+            result = train(model, plan, loaded, started, progress, on_step, checkpoints)
             return save(model, plan, result, document, loaded, output_dir, started)
         finally:
             plan.backend.detach(model, loaded)
     except KeyboardInterrupt:
-        raise AbsorptionInterrupted("absorption interrupted: nothing was stored") from None
+        saved, kept = checkpoints and checkpoints.latest_step(), ""
+        if saved:
+            kept = (f"; its training was saved at step {saved} of {plan.total_steps}, and absorbing the document "
+                    "again with the same settings goes on from there")
+        raise AbsorptionInterrupted(f"absorption interrupted: nothing was stored{kept}") from None
 
 
 def setup(document: Document, loaded: LoadedModel, settings: Settings, qa_generator=None) -> Plan:
@@ -125,14 +143,25 @@ def setup(document: Document, loaded: LoadedModel, settings: Settings, qa_genera
 
 
 def train(model: AdaptedModel, plan: Plan, loaded: LoadedModel, started: float, progress: bool,
-          on_step: Callable[[StepReport], None] | None) -> LoopResult:
-    """The optimizer over the LoRA weights, and the loop under the training precision."""
+          on_step: Callable[[StepReport], None] | None,
+          checkpoints: checkpoint.Checkpoints | None = None) -> LoopResult:
+    """The optimizer over the LoRA weights (as a checkpoint of the plan left them, if there is one), and the loop
+    under the training precision."""
     import torch
 
     training = plan.settings.training
     model.train()
     optimizer = torch.optim.AdamW(parameter_groups(model, training.lora_b_lr_ratio), lr=training.learning_rate,
                                   weight_decay=training.weight_decay)
+    if checkpoints is not None:
+        checkpoints.resume = checkpoint.load(checkpoints.folder, checkpoints.key)
+        if checkpoints.resume is not None:
+            try:
+                checkpoint.restore(model, optimizer, checkpoints.resume)
+                _log.info("resuming the absorption at step %d of %d", checkpoints.resume.step, plan.total_steps)
+            except ValueError as err:
+                _log.warning("the checkpoint in %s does not fit (%s): absorbing from the start", checkpoints.folder, err)
+                checkpoints.resume = None
     pad_id = loaded.tokenizer.pad_token_id
     body = model.get_base_model().base_model
     first_adapted = plan.settings.lora.adapted_layers(len(getattr(body, "layers", [])))[0]
@@ -141,7 +170,7 @@ def train(model: AdaptedModel, plan: Plan, loaded: LoadedModel, started: float, 
         cache = FrozenLayerCache(body, first_adapted, plan.micro_batches, training.frozen_layer_cache_mb * 2**20)
     with cpu_training_numerics(model.get_base_model(), plan.precision) as autocast:
         return loop.train(model, optimizer, plan.micro_batches, plan.total_steps, training, pad_id, autocast, started,
-                          progress, on_step, cache)
+                          progress, on_step, cache, checkpoints)
 
 
 def parameter_groups(model: AdaptedModel, b_ratio: float) -> list[dict]:
@@ -161,7 +190,7 @@ def save(model: AdaptedModel, plan: Plan, result: LoopResult, document: Document
     model.eval()
     output_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(output_dir)
-    train_seconds = time.monotonic() - started
+    train_seconds = result.earlier_seconds + time.monotonic() - started
     settings = plan.settings
     manifest = Manifest(
         doc_id=document.doc_id,
@@ -179,6 +208,7 @@ def save(model: AdaptedModel, plan: Plan, result: LoopResult, document: Document
         steps=result.steps,
         planned_steps=plan.total_steps,
         stopped_by_budget=result.stopped_by_budget,
+        resumed_at_step=result.resumed_at_step,
         coverage=round(coverage(plan.micro_batches, result.steps * settings.training.grad_accum), 3),
         tokens_trained=result.tokens,
         tokens_per_second=round(result.tokens / max(result.seconds, 1e-9), 1),

@@ -4,7 +4,8 @@ clip, set the learning rate, step, report; stop when the micro-batches are done 
 Logits are computed only at positions that carry loss: a QA conversation has a few dozen answer tokens among
 hundreds of prompt tokens, and the output layer is a large share of a small model's compute. On a CPU that
 speed-up costs nothing in quality. An example seen before skips the frozen layers below the adapter
-(``layer_cache``), exactly.
+(``layer_cache``), exactly. Every few minutes the loop saves its state (``checkpoint``), and it can start from
+such a state instead of step 0.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from lift_tool.errors import BudgetError
+from lift_tool.training import checkpoint
 from lift_tool.training.distill import TOP_K, distillation_loss
 from lift_tool.training.layer_cache import FrozenLayerCache
 from lift_tool.training.tasks import IGNORE, Example
@@ -37,13 +39,16 @@ class StepReport:
 
 @dataclass
 class LoopResult:
-    """What the loop did: steps taken, tokens trained, seconds in the loop, whether the budget ended it, losses."""
+    """What the loop did: steps taken, tokens trained, seconds in the loop, whether the budget ended it, losses;
+    with a resumed checkpoint's steps, tokens and seconds included, and the step it resumed at."""
 
     steps: int
     tokens: int
     seconds: float
     stopped_by_budget: bool
     losses: dict[str, Any]
+    resumed_at_step: int = 0
+    earlier_seconds: float = 0.0  # seconds of absorption before the checkpoint it resumed from, set-up included
 
 
 def train(
@@ -58,21 +63,32 @@ def train(
     progress: bool = True,
     on_step: Callable[[StepReport], None] | None = None,
     cache: FrozenLayerCache | None = None,
+    checkpoints: checkpoint.Checkpoints | None = None,
 ) -> LoopResult:
     """Run the optimisation over ``micro_batches``, ``training.grad_accum`` of them per step, forward passes inside
-    ``autocast``. ``started`` is when absorption began: the time budget counts set-up too."""
+    ``autocast``. ``started`` is when absorption began: the time budget counts set-up too.
+
+    ``checkpoints``: save the state every ``every_seconds`` into its folder, and start after the steps of its
+    ``resume`` checkpoint (whose weights and optimizer state the caller has restored), counting its seconds."""
     import torch
     from tqdm.auto import tqdm
 
     budget = training.budget_seconds
     history: list[float] = []
     kind_losses: dict[str, list[float]] = {}
-    tokens_done, step, train_started = 0, 0, time.monotonic()
+    tokens_done, step, earlier_loop_seconds = 0, 0, 0.0
+    resume = checkpoints.resume if checkpoints is not None else None
+    if resume is not None:
+        step, tokens_done, earlier_loop_seconds = resume.step, resume.tokens, resume.loop_seconds
+        history, kind_losses = list(resume.history), {kind: list(v) for kind, v in resume.kind_losses.items()}
+        started -= resume.elapsed  # the budget and the schedule count the seconds before the interruption too
+    resumed_tokens, train_started = tokens_done, time.monotonic()
+    last_saved = train_started
     stopped_by_budget = False
-    bar = tqdm(total=total_steps, desc="absorbing", unit="step", disable=not progress, leave=False)
+    bar = tqdm(total=total_steps, initial=step, desc="absorbing", unit="step", disable=not progress, leave=False)
     step_seconds = 0.0
     planned_tokens = sum(len(example) for batch in micro_batches for example in batch)
-    for first in range(0, len(micro_batches), training.grad_accum):
+    for first in range(step * training.grad_accum, len(micro_batches), training.grad_accum):
         elapsed = time.monotonic() - started
         if budget is not None and step > 0 and elapsed + step_seconds > budget:
             stopped_by_budget = True
@@ -99,9 +115,16 @@ def train(
         step_seconds = time.monotonic() - step_started
         mean_loss = step_loss / max(targets_in_step, 1)
         history.append(mean_loss)
-        rate = tokens_done / max(time.monotonic() - train_started, 1e-9)
+        rate = (tokens_done - resumed_tokens) / max(time.monotonic() - train_started, 1e-9)
         bar.set_postfix(loss=f"{mean_loss:.3f}", tok_s=f"{rate:.0f}")
         bar.update(1)
+        more_to_do = first + training.grad_accum < len(micro_batches)
+        if checkpoints is not None and more_to_do and time.monotonic() - last_saved >= checkpoints.every_seconds:
+            now = time.monotonic()
+            checkpoint.save(checkpoints.folder, checkpoint.capture(
+                model, optimizer, checkpoints.key, step, tokens_done, now - started,
+                earlier_loop_seconds + now - train_started, history, kind_losses))
+            checkpoints.saved_step, last_saved = step, time.monotonic()
         if on_step:
             on_step(StepReport(step, total_steps, mean_loss, rate, time.monotonic() - started, planned_tokens))
         if budget is not None and step == 1 and time.monotonic() - started > budget:
@@ -117,7 +140,8 @@ def train(
         "final": round(sum(recent) / len(recent), 4) if recent else None,
         "final_by_kind": {kind: round(_tail_mean(values), 4) for kind, values in sorted(kind_losses.items())},
     }
-    return LoopResult(step, tokens_done, time.monotonic() - train_started, stopped_by_budget, losses)
+    return LoopResult(step, tokens_done, earlier_loop_seconds + time.monotonic() - train_started, stopped_by_budget,
+                      losses, resume.step if resume else 0, resume.elapsed if resume else 0.0)
 
 
 def learning_rate(training: "TrainingSettings", step: int, total_steps: int, elapsed: float,

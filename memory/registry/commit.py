@@ -74,6 +74,7 @@ def remove_document(layout: Layout, doc_id: str) -> None:
         for key in keys:
             layout.discard(layout.adapter_path(key))
         layout.text_path(doc_id).unlink(missing_ok=True)
+        shutil.rmtree(layout.unfinished_path(doc_id), ignore_errors=True)
         mark.unlink(missing_ok=True)
 
 

@@ -12,6 +12,8 @@
     staging/absorbing-<doc_id>.lock  locked while that document is absorbed: a second absorption waits
     forgetting/<doc_id>        a forget in progress: if it dies half-way, repair finishes it (never undoes it)
     adding/<doc_id>            a text stored for a row not yet written: if the add dies first, repair removes the text
+    unfinished/<doc_id>/       the last checkpoint of an absorption of that document that has not ended (resumed by
+                               the next one); removed when its adapter is stored or the document forgotten
 """
 
 from __future__ import annotations
@@ -90,6 +92,15 @@ class Layout:
     @property
     def adding_dir(self) -> Path:
         return self.home / "adding"
+
+    @property
+    def unfinished_dir(self) -> Path:
+        return self.home / "unfinished"
+
+    def unfinished_path(self, doc_id: str) -> Path:
+        """The checkpoint folder of an absorption of ``doc_id`` that has not ended (created by training)."""
+        check_doc_id(doc_id)
+        return self.unfinished_dir / doc_id
 
     def text_path(self, doc_id: str) -> Path:
         return self.documents_dir / f"{doc_id}.txt"
