@@ -5,9 +5,9 @@ interruption would make it impossible to absorb whole.
 
 One folder holds one checkpoint, ``checkpoint.safetensors``: the adapter's weights, the optimizer's state and
 the random number generators as tensors, and how far the loop had got as JSON in the file's metadata (no pickle).
-It is written atomically: a crash leaves the old one or the new one. It belongs to one training plan: its ``key`` is a digest of the base model, the settings, the number
-format and every example of the plan in order, so it is used only by the same training, which ends with the same
-adapter as if nothing had interrupted it.
+It is written atomically: a crash leaves the old one or the new one. It belongs to one training plan: its ``key``
+is a digest of the base model, the settings, the number format and every example of the plan in order, so it is
+used only by the same training, which ends with the same adapter as if nothing had interrupted it.
 """
 
 from __future__ import annotations
@@ -47,6 +47,8 @@ class Checkpoint:
 def plan_key(base_fingerprint: str, settings_fingerprint: str, precision: str, device: str,
              micro_batches: list[list[Example]], grad_accum: int) -> str:
     """What a checkpoint must match to be resumed: the model, the settings, the number format, and the plan."""
+    import torch
+
     digest = hashlib.sha256()
     for part in (base_fingerprint, settings_fingerprint, precision, device.split(":")[0], str(grad_accum)):
         digest.update(part.encode() + b"\0")
@@ -56,8 +58,8 @@ def plan_key(base_fingerprint: str, settings_fingerprint: str, precision: str, d
             digest.update(repr((example.kind, example.input_ids, example.labels)).encode())
             for first, soft in example.teacher:
                 digest.update(repr((first, soft.tokens)).encode())
-                for tensor in (soft.ids, soft.logprobs, soft.taught):
-                    digest.update(tensor.cpu().numpy().tobytes())
+                for tensor in (soft.ids, soft.logprobs, soft.taught):  # their bytes, whatever the number format
+                    digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
         digest.update(b"]")
     return digest.hexdigest()
 
