@@ -153,7 +153,8 @@ class BackgroundJobs:
             alive = job.running if job is not None else (record.get("pid") != os.getpid() and pid_alive(record.get("pid")))
             if not alive:
                 record = {**record, "state": "interrupted",
-                          "error": "the process absorbing it ended before it finished: absorb the document again"}
+                          "error": ("the process absorbing it ended before it finished: absorb the document "
+                                    "again (it goes on from the last checkpoint of its training, if one was saved)")}
         return AbsorptionStatus(entry.doc_id, entry.title, record["state"], record.get("error"), entry.route)
 
 

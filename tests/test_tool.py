@@ -236,6 +236,25 @@ def test_a_failed_background_absorption_leaves_the_document_retrieval_only(lift)
     assert lift.resolve(cancelled.doc_id).route == "retrieve"
 
 
+def test_a_cancelled_background_absorption_goes_on_from_its_checkpoint_when_absorbed_again(lift):
+    lift.settings.training.checkpoint_seconds = 1e-9  # a checkpoint after every step
+    lift.settings.training.min_steps = 20  # steps enough to cancel it half-way
+    text = long_text("Pellwick")
+    job = lift.absorb_in_background(text)
+    saved = lift.registry.unfinished_path(job.doc_id) / "checkpoint.safetensors"
+    deadline = time.monotonic() + 300
+    while not saved.is_file() and job.running and time.monotonic() < deadline:
+        time.sleep(0.05)
+    job.cancel()
+    job.wait(timeout=300)
+    assert job.state == "cancelled" and "goes on from there" in job.error
+    assert lift.resolve(job.doc_id).adapters == []
+
+    result = lift.absorb(text, progress=False)
+    assert result.adapter.manifest.resumed_at_step > 0 and not saved.exists()
+    assert lift.absorption_status(job.doc_id).state == "absorbed"
+
+
 def test_forgetting_a_document_while_it_is_absorbed_stops_the_absorption(lift):
     from lift_tool.errors import UnknownDocumentError
 

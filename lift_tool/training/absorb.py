@@ -87,12 +87,13 @@ def absorb(
             return save(model, plan, result, document, loaded, output_dir, started)
         finally:
             plan.backend.detach(model, loaded)
-    except KeyboardInterrupt:
-        saved, kept = checkpoints and checkpoints.latest_step(), ""
+    except (KeyboardInterrupt, AbsorptionInterrupted) as err:  # Ctrl-C, or a cancelled job's on_step
+        saved = checkpoints and checkpoints.latest_step()
+        message = str(err) if isinstance(err, AbsorptionInterrupted) else "absorption interrupted: nothing was stored"
         if saved:
-            kept = (f"; its training was saved at step {saved} of {plan.total_steps}, and absorbing the document "
-                    "again with the same settings goes on from there")
-        raise AbsorptionInterrupted(f"absorption interrupted: nothing was stored{kept}") from None
+            message += (f"; its training was saved at step {saved} of {plan.total_steps}, and absorbing the document "
+                        "again with the same settings goes on from there")
+        raise AbsorptionInterrupted(message) from None
 
 
 def setup(document: Document, loaded: LoadedModel, settings: Settings, qa_generator=None) -> Plan:
