@@ -356,6 +356,8 @@ def cmd_show(args) -> int:
     for adapter in adapters:
         coverage = "unknown" if adapter["coverage"] is None else f"{adapter['coverage']:.0%} of the document"
         budget = " (stopped at the time budget)" if adapter["stopped_by_budget"] else ""
+        if adapter["resumed_at_step"]:
+            budget += f" (interrupted, resumed at step {adapter['resumed_at_step']})"
         print(f"adapter {adapter['key']}\n  base model  {adapter['base_model']} ({adapter['base_fingerprint']})\n"
               f"  coverage    {coverage}\n"
               f"  training    {adapter['steps']} of {adapter['planned_steps']} steps{budget}, "

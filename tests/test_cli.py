@@ -138,6 +138,34 @@ def test_version_json_and_options_after_the_command(tmp_path, tiny_model_dir):
     assert shown_json["adapters"][0]["doc_id"] == record["doc_id"] and shown_json["chunks"][0]["index"] == 0
 
 
+def test_ctrl_c_during_lift_absorb_keeps_its_training_and_the_next_absorb_goes_on_from_it(tmp_path, tiny_model_dir):
+    import json
+
+    doc = tmp_path / "brimley.md"
+    doc.write_text("# Brimley\n\nBrimley was founded in 1841 by the engineer Agatha Moorcroft.\n")
+    home = tmp_path / "home"
+    env = {**os.environ, "LIFT_HOME": str(home), "PYTHONPATH": str(REPO), "LIFT_MODEL": str(tiny_model_dir),
+           "LIFT_TRAINING__MIN_STEPS": "150", "LIFT_TRAINING__CHECKPOINT_SECONDS": "1e-9"}
+    absorbing = subprocess.Popen([sys.executable, "-m", "lift_tool.cli", "absorb", str(doc), "--quiet"],
+                                 stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+    unfinished = home / "unfinished"
+    deadline = time.monotonic() + 240
+    while not any(unfinished.glob("*/checkpoint.safetensors")) and time.monotonic() < deadline:
+        assert absorbing.poll() is None, absorbing.stderr.read()
+        time.sleep(0.1)
+    absorbing.send_signal(signal.SIGINT)
+    _, err = absorbing.communicate(timeout=120)
+    assert absorbing.returncode == 1 and "nothing was stored" in err and "goes on from there" in err, err
+
+    again = subprocess.run([sys.executable, "-m", "lift_tool.cli", "absorb", str(doc), "--json"], capture_output=True,
+                           text=True, env=env, cwd=REPO, timeout=300)
+    assert again.returncode == 0, again.stderr
+    shown = json.loads(run_lift("show", "Brimley", "--json", home=home).stdout)["adapters"][0]
+    assert shown["resumed_at_step"] > 0 and shown["steps"] == shown["planned_steps"]
+    assert "resumed at step" in run_lift("show", "Brimley", home=home).stdout
+    assert list(unfinished.iterdir()) == []
+
+
 def test_exit_codes_and_refusals(tmp_path, tiny_model_dir):
     home = tmp_path / "home"
     usage = run_lift("verify", "--prune", home=home)
