@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from common import command_line, header, machine, results_dir, started_at, write_json
+from common import command_line, header, machine, results_dir, started_at, write_report
 
 
 def measure(model_name: str, repeats: int, steps: int = 3) -> dict:
@@ -99,11 +98,7 @@ def main() -> None:
           f"{r['write_seconds']:.2f} | {r['read_seconds']:.2f} | {r['step_seconds']:.2f} | {r['setup_seconds']:.1f} | "
           f"{r['checkpoint_seconds']:g} | {r['share_of_training']:.2%} |" for r in results),
     ]
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_json(args.out / "checkpoint.json", {"results": results, "started": started, "machine": on_machine,
-                                              "command": command_line()})
-    (args.out / "checkpoint.md").write_text("\n".join(lines) + "\n")
-    print(f"wrote {args.out / 'checkpoint.md'}", file=sys.stderr)
+    write_report(args.out, "checkpoint", lines, results, started, on_machine)
 
 
 if __name__ == "__main__":

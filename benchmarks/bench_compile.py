@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import command_line, header, machine, results_dir, started_at, write_json
+from common import command_line, header, machine, results_dir, started_at, write_report
 
 
 def run_mode(mode: str, steps: int) -> dict:
@@ -86,11 +86,7 @@ def main() -> None:
         f"Compiled against eager: {compiled['tokens_per_second'] / eager['tokens_per_second']:.2f}x the rate, "
         f"{compiled['first_five_seconds'] - eager['first_five_seconds']:.0f} s more up front.",
     ]
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_json(args.out / "compile.json", {"results": results, "started": started, "machine": on_machine,
-                                           "command": command_line()})
-    (args.out / "compile.md").write_text("\n".join(lines) + "\n")
-    print(f"wrote {args.out / 'compile.md'}", file=sys.stderr)
+    write_report(args.out, "compile", lines, results, started, on_machine)
 
 
 if __name__ == "__main__":

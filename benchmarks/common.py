@@ -187,6 +187,16 @@ def header(title: str, started: str, description: str, minutes: float | None = N
             "", f"Machine: {description}.", "", TIMING_NOTE, ""]
 
 
+def write_report(out: Path, name: str, lines: list[str], results: list, started: str, on_machine: str) -> None:
+    """A benchmark's report ``name.md`` (``lines``) and its data ``name.json`` (the results, when they started, the
+    machine and the command) into ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / f"{name}.json", {"results": results, "started": started, "machine": on_machine,
+                                      "command": command_line()})
+    (out / f"{name}.md").write_text("\n".join(lines) + "\n")
+    print(f"wrote {out / f'{name}.md'}", file=sys.stderr)
+
+
 def write_json(path: Path, data) -> Path:
     """``data`` as JSON into ``path``; a name ending in ``.gz`` is gzip-compressed (per-row data, which runs to
     hundreds of KB), with no time stamp inside, so the same rows give the same bytes."""
