@@ -18,7 +18,7 @@ benchmark resumes and a rerun reuses the adapters.
 Settings come from the defaults and LIFT_* environment variables (e.g. LIFT_TRAINING__LEARNING_RATE).
 
     python benchmarks/bench_quality.py [--model smollm2-135m] [--sets squad,loogle-short,loogle-long]
-        [--budget-seconds S] [--limit-docs N] [--limit-questions N] [--context-window T] [--max-new-tokens 32]
+        [--budget-seconds S] [--select PATTERN] [--limit-docs N] [--limit-questions N] [--context-window T] [--max-new-tokens 32]
         [--label LABEL] [--work DIR] [--out DIR] [--report-only]
 
 Writes one file set per model and set into benchmarks/results/quality/: MODEL-SET.md (the report, with its
@@ -30,8 +30,11 @@ command, machine and recipe), MODEL-SET.json.gz (every question, method, answer 
 from __future__ import annotations
 
 import argparse
+import fnmatch
+import json
 import os
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -61,11 +64,12 @@ def run_set(name: str, args, description: str) -> Path:
     path, select, per_doc = QUALITY_SETS[name]
     settings = run_settings(args)
     work = quality_work_dir(args.work, args.model, name, settings)
+    resume_from_report(work, args, name, path, settings)
     started = started_at()
     t0 = time.monotonic()
     run_evaluation(settings, path, METHODS, work, limit_docs=args.limit_docs,
                    limit_questions=args.limit_questions or per_doc, budget_seconds=args.budget_seconds,
-                   label=f"{name} ({args.model})", select=select)
+                   label=f"{name} ({args.model})", select=args.select or select)
     training = settings.training
     fraction = settings.lora.layer_fraction
     layers = "layers chosen by model size" if fraction is None else f"the upper {fraction:.0%} of the layers"
@@ -82,6 +86,29 @@ def run_set(name: str, args, description: str) -> Path:
                                                          if args.budget_seconds else "; no absorption budget"),
     })
     return work
+
+
+def resume_from_report(work: Path, args, name: str, path: Path, settings) -> None:
+    """Start a new work folder from this run's report, where the report holds the same run: the rows it has are
+    not asked again. The rows travel with the repository, the work folder does not, so a run too long for one
+    machine's session goes on, a few documents at a time, on the next machine."""
+    from lift_tool.eval import run_identity
+
+    stem = report_name(args, name)
+    state = read_json(args.out / f"{stem}.run.json") if (args.out / f"{stem}.run.json").is_file() else None
+    if (work / "rows.jsonl").is_file() or state is None:
+        return
+    run = run_identity(path, settings)
+    if state["run"] != {key: value for key, value in run.items() if key != "data"}:
+        return  # the report is of another recipe, model or number format: this run starts afresh
+    rows = read_json(args.out / f"{stem}.json.gz")
+    work.mkdir(parents=True, exist_ok=True)
+    with open(work / "rows.jsonl", "w", encoding="utf-8") as handle:
+        handle.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    write_json(work / "documents.json", state["documents"])
+    write_json(work / "run.json", run)
+    print(f"{name}: {len(rows)} answers of {len(state['documents'])} document(s) taken from {stem}.json.gz",
+          file=sys.stderr)
 
 
 def squad_floors(summary: dict, documents: dict, rows: list[dict]) -> list[tuple[str, str, bool]]:
@@ -136,6 +163,21 @@ def floors(name: str, summary: dict, documents: dict, rows: list[dict]) -> list[
             f"{s['context']['f1']}: {'yes' if ordering else 'no'}", ""]
 
 
+def unfinished(name: str, rows: list[dict]) -> list[str]:
+    """A line saying which documents of the set the run has not answered yet (none when it has them all)."""
+    from lift_tool.eval import load_dataset
+
+    path, select, _ = QUALITY_SETS[name]
+    documents = [d.doc_id for d in load_dataset(path) if select is None or fnmatch.fnmatchcase(d.doc_id, select)]
+    answered = {row["doc_id"] for row in rows}
+    missing = [doc_id for doc_id in documents if doc_id not in answered]
+    if not missing:
+        return []
+    return [f"**Unfinished run**: {len(documents) - len(missing)} of the set's {len(documents)} documents answered; "
+            f"not yet: {', '.join(missing)}. Every figure below is over the documents answered. The command below, "
+            "run again, goes on from this report's rows (`--select` picks the next documents).", ""]
+
+
 def intro(model: str, name: str, max_new_tokens: int, context_window: int | None) -> list[str]:
     """The report's title and the lines every set's report starts with."""
     return [
@@ -166,6 +208,7 @@ def render(args, name: str) -> str | None:
     report = (work / "report.md").read_text(encoding="utf-8").replace("\n## ", "\n### ")
     report = report.split("\n", 1)[1]  # drop the report's own title
     lines = intro(args.model, name, args.max_new_tokens, args.context_window)
+    lines += unfinished(name, rows)
     lines += floors(name, summarise(rows, documents), documents, rows)
     lines += [f"## {name}", "",
               f"Command: `{(env + ' ') if env else ''}{how.get('command', '(not recorded)')}`, "
@@ -187,6 +230,8 @@ def write_report(args, name: str) -> bool:
         args.out.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(work / "plot.png", args.out / f"{stem}.png")
     write_json(args.out / f"{stem}.json.gz", read_json(work / "results.json"))
+    run = {key: value for key, value in read_json(work / "run.json").items() if key != "data"}  # no machine path
+    write_json(args.out / f"{stem}.run.json", {"run": run, "documents": read_json(work / "documents.json")})
     (args.out / f"{stem}.md").write_text(text, encoding="utf-8")
     print(f"wrote {args.out / (stem + '.md')}")
     return True
@@ -199,6 +244,8 @@ def main() -> None:
     parser.add_argument("--sets", default="squad,loogle-short,loogle-long")
     parser.add_argument("--budget-seconds", type=float, help="time budget per absorption")
     parser.add_argument("--limit-docs", type=int)
+    parser.add_argument("--select", help="only the set's documents whose id matches this shell pattern (LooGLE: the "
+                        "title); a long set can be run an article at a time into the same work folder")
     parser.add_argument("--limit-questions", type=int, help="questions per document (default: 40 for squad, all else)")
     parser.add_argument("--context-window", type=int, help="cut the in-context method to this many tokens")
     parser.add_argument("--max-new-tokens", type=int, default=32)
@@ -213,13 +260,22 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown set(s) {unknown}: choose from {', '.join(QUALITY_SETS)}")
     description = None if args.report_only else machine()
+    signal.signal(signal.SIGTERM, stop)
     for name in names:
-        if not args.report_only:
-            print(f"== {name}", file=sys.stderr, flush=True)
-            run_set(name, args, description)
-        # written after every set, so a long benchmark shows its first sets while the next ones run
-        if not write_report(args, name):
-            print(f"{name}: no finished run in {args.work} for these settings", file=sys.stderr)
+        try:
+            if not args.report_only:
+                print(f"== {name}", file=sys.stderr, flush=True)
+                run_set(name, args, description)
+        finally:
+            # written after every set, so a long benchmark shows its first sets while the next ones run, and after
+            # an interrupted one, whose finished rows the next run goes on from
+            if not write_report(args, name):
+                print(f"{name}: no finished run in {args.work} for these settings", file=sys.stderr)
+
+
+def stop(signum, frame) -> None:
+    """SIGTERM stops a run as Ctrl-C does: the absorption saves its training and the report gets the rows so far."""
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from lift_tool.errors import ConfigError, InputError
-from lift_tool.eval import load_dataset, run_evaluation, score_answer
+from lift_tool.eval import load_dataset, run_evaluation, run_identity, score_answer
 
 DOC_TEXT = (
     "Harrowmere is a fishing town on Quillon Island. It was founded in 1687 by Isolde Varnack. "
@@ -241,6 +241,32 @@ def test_resume_after_interrupt_keeps_rows_and_adds_no_duplicates(tmp_path, fake
     # absorption (12 s per document, 4 questions each) is amortised into the adapter method's cost only
     assert summary["lift"]["cost_s"] == pytest.approx(0.5 + 12 / 4)
     assert summary["base"]["cost_s"] == pytest.approx(0.5)
+
+
+def test_rows_copied_to_another_machine_resume_there(tmp_path, fake_lift, tiny_settings):
+    """What a long run needs to go on elsewhere is its rows, documents and run.json: not its memory, and not the
+    data file at the same path."""
+    import shutil
+
+    records = [LONGDOC, {**LONGDOC, "doc_id": "second"}]
+    out = tmp_path / "here"
+    fake_lift.interrupt_after = 4  # the first document's four questions, one method
+    with pytest.raises(KeyboardInterrupt):
+        run_evaluation(tiny_settings, write_jsonl(tmp_path / "here.jsonl", records), ["lift"], out, progress=False)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    for name in ("rows.jsonl", "documents.json", "run.json"):
+        shutil.copyfile(out / name, elsewhere / name)
+    assert not (elsewhere / "memory").exists()
+
+    fake_lift.calls, fake_lift.interrupt_after = [], None
+    (tmp_path / "moved").mkdir()
+    data = write_jsonl(tmp_path / "moved" / "data.jsonl", records)  # the same file at another path
+    result = run_evaluation(tiny_settings, data, ["lift"], elsewhere, progress=False)
+    assert len(fake_lift.calls) == 4  # only the second document's questions
+    assert len(result.rows) == 8 and set(result.documents) == {"harrowmere", "second"}
+    assert run_identity(data, tiny_settings)["data"] == str(data)
+    assert json.loads((elsewhere / "run.json").read_text())["data"] == str(data)
 
 
 def test_report_and_plot_written(tmp_path, fake_lift, tiny_settings):

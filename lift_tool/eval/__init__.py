@@ -8,7 +8,7 @@ Written into the output folder:
   rows.jsonl      one line per finished (document, question, method), appended as it finishes: the resume log
   documents.json  per document: tokens, absorption seconds, steps, peak memory
   run.json        what the rows depend on (data file, model, number format, recipe, retrieval): a resumed run
-                  must match it
+                  must match it; rows.jsonl, documents.json and run.json copied to another machine resume there
   results.json    the rows as one list (``doc_id, question, method, prediction, answers, unanswerable, score,
                   latency_s`` and the separate metrics)
   report.md       per method: token F1 / exact match (extractive and free-form answers), accuracy (multiple
@@ -25,7 +25,7 @@ from lift_tool.eval.meter import MemoryMeter
 from lift_tool.eval.methods import ADAPTER_METHODS, EVAL_METHODS
 from lift_tool.eval.report import EvalResult, answer_dtype, render_report, summarise, write_outputs
 from lift_tool.eval.rows import RowLog
-from lift_tool.eval.run import run_evaluation
+from lift_tool.eval.run import run_evaluation, run_identity
 from lift_tool.eval.scoring import score_answer
 
 __all__ = [
@@ -41,6 +41,7 @@ __all__ = [
     "parse_record",
     "render_report",
     "run_evaluation",
+    "run_identity",
     "score_answer",
     "summarise",
     "write_outputs",

@@ -121,14 +121,19 @@ def run_evaluation(
     return result
 
 
+def run_identity(data_path: Path, settings: "Settings") -> dict:
+    """What an evaluation's rows depend on (``run.json``): a resumed run must match it in every key but ``data``,
+    the data file's path, which may differ from machine to machine."""
+    return {"data": str(data_path), "data_sha256": sha256_file(data_path), "model": settings.model,
+            "dtype": answer_dtype(settings), "context_window": settings.context_window,
+            "max_new_tokens": settings.max_new_tokens, "training": settings.training_fingerprint(),
+            "adapter_min_probability": settings.retrieval.adapter_min_probability,
+            "retrieval": f"{settings.retrieval.search}, k={settings.retrieval.k}"}
+
+
 def _check_same_run(out_dir: Path, data_path: Path, settings: "Settings") -> None:
     """Refuse to mix the results of another data file or another model into an output folder."""
-    data_digest = sha256_file(data_path)
-    run = {"data": str(data_path), "data_sha256": data_digest, "model": settings.model, "dtype": answer_dtype(settings),
-           "context_window": settings.context_window, "max_new_tokens": settings.max_new_tokens,
-           "training": settings.training_fingerprint(),
-           "adapter_min_probability": settings.retrieval.adapter_min_probability,
-           "retrieval": f"{settings.retrieval.search}, k={settings.retrieval.k}"}
+    run = run_identity(data_path, settings)
     names = {"data_sha256": "data file", "model": "model", "dtype": "number format (dtype)",
              "context_window": "context window", "max_new_tokens": "answer length",
              "training": "training recipe (settings fingerprint)",
