@@ -40,7 +40,7 @@ import time
 from pathlib import Path
 
 from common import (
-    QUALITY_SETS, TIMING_NOTE, WORK, command_line, machine, model_tag, quality_work_dir, read_json, results_dir,
+    DATA, QUALITY_SETS, TIMING_NOTE, WORK, command_line, machine, model_tag, quality_work_dir, read_json, results_dir,
     started_at, write_json,
 )
 
@@ -207,6 +207,7 @@ def render(args, name: str) -> str | None:
     env = " ".join(f"{k}={v}" for k, v in how.get("environment", {}).items())
     report = (work / "report.md").read_text(encoding="utf-8").replace("\n## ", "\n### ")
     report = report.split("\n", 1)[1]  # drop the report's own title
+    report = report.replace(str(DATA), "../shared/data")  # the data as the repository sees it, not this machine's path
     lines = intro(args.model, name, args.max_new_tokens, args.context_window)
     lines += unfinished(name, rows)
     lines += floors(name, summarise(rows, documents), documents, rows)
