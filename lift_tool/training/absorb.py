@@ -76,7 +76,8 @@ def absorb(
     started = time.monotonic()
     checkpoints: checkpoint.Checkpoints | None = None
     try:
-        plan = setup(document, loaded, settings, qa_generator)  # written questions, the teacher: the model runs first
+        # Written questions and the teacher run the model first, before LoRA is attached.
+        plan = setup(document, loaded, settings, qa_generator, progress)
         model = plan.backend.attach(loaded, plan.settings)
         try:
             if checkpoint_dir is not None and plan.settings.training.checkpoint_seconds is not None:
@@ -96,7 +97,8 @@ def absorb(
         raise AbsorptionInterrupted(message) from None
 
 
-def setup(document: Document, loaded: LoadedModel, settings: Settings, qa_generator=None) -> Plan:
+def setup(document: Document, loaded: LoadedModel, settings: Settings, qa_generator=None,
+          progress: bool = False) -> Plan:
     """Settings, backend, the length check, seeds, and the micro-batches to train on."""
     import torch
 
@@ -117,7 +119,7 @@ def setup(document: Document, loaded: LoadedModel, settings: Settings, qa_genera
     torch.manual_seed(training.seed)
     rng = random.Random(training.seed)
 
-    qa_pairs = generate_qa(document, settings, qa_generator, loaded)  # before LoRA: the base model writes
+    qa_pairs = generate_qa(document, settings, qa_generator, loaded, progress)  # before LoRA: the base model writes
     builder = TaskBuilder(loaded.tokenizer, document.text, document.title, training, qa_pairs)
     if training.distill > 0:  # the teacher is the base model as it is now, before LoRA is attached
         builder.use_teacher(teacher_targets(loaded, builder))

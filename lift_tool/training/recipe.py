@@ -19,7 +19,7 @@ SMALL_MODEL_PARAMETERS = 300_000_000
 
 
 def generate_qa(document: "Document", settings: "Settings", qa_generator=None,
-                loaded: "LoadedModel | None" = None) -> list[QAPair]:
+                loaded: "LoadedModel | None" = None, progress: bool = False) -> list[QAPair]:
     """The synthetic question-answer pairs to train on: the generator's (the rules by default) and, with
     ``training.written_questions``, those ``loaded``'s model writes itself; each answer kept to its share, and
     questions the document does not answer added."""
@@ -28,7 +28,8 @@ def generate_qa(document: "Document", settings: "Settings", qa_generator=None,
     if settings.training.written_questions > 0:
         if loaded is None:
             raise ValueError("training.written_questions needs the model that writes them")
-        pairs += ModelQuestionWriter(loaded, settings.training.written_questions).generate(document.text, document.title)
+        writer = ModelQuestionWriter(loaded, settings.training.written_questions)
+        pairs += writer.generate(document.text, document.title, progress)
     if settings.training.max_answer_share is not None:  # None only before settings_for_model has filled it in
         pairs = limit_repeated_answers(pairs, settings.training.max_answer_share, seed=settings.training.seed)
     n_unanswerable = max(1, round(len(pairs) * max(settings.training.mix.unanswerable, 0.0)))

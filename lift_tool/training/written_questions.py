@@ -62,19 +62,25 @@ class ModelQuestionWriter:
         self.per_passage = per_passage
         self.written = 0
 
-    def generate(self, text: str, title: str) -> list[QAPair]:
+    def generate(self, text: str, title: str, progress: bool = False) -> list[QAPair]:
+        """The usable pairs about ``text``; ``progress`` shows a bar over its passages (a long document's take
+        minutes)."""
         model = self.loaded.model
         was_training = model.training
         model.eval()
         try:
-            return self._generate(text, title)
+            return self._generate(text, title, progress)
         finally:
             model.train(was_training)
 
-    def _generate(self, text: str, title: str) -> list[QAPair]:
+    def _generate(self, text: str, title: str, progress: bool) -> list[QAPair]:
+        from tqdm.auto import tqdm
+
         pairs: list[QAPair] = []
         asked: set[str] = set()
-        for passage in passages(text, PASSAGE_SENTENCES):
+        bar = tqdm(passages(text, PASSAGE_SENTENCES), desc="writing questions", unit="passage", disable=not progress,
+                   leave=False)
+        for passage in bar:
             questions = []
             for question in self._questions(passage.text):
                 self.written += 1
@@ -92,6 +98,8 @@ class ModelQuestionWriter:
                     evidence = max(passage.sentences,
                                    key=lambda sentence: len(answer_words & set(_words(sentence.text))))
                     pairs.append(QAPair(question, reply, evidence.index, "written"))
+            bar.set_postfix(kept=len(pairs))
+        bar.close()
         return pairs
 
     def _questions(self, passage: str) -> list[str]:
