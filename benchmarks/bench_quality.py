@@ -18,13 +18,14 @@ benchmark resumes and a rerun reuses the adapters.
 Settings come from the defaults and LIFT_* environment variables (e.g. LIFT_TRAINING__LEARNING_RATE).
 
     python benchmarks/bench_quality.py [--model smollm2-135m] [--sets squad,loogle-short,loogle-long]
-        [--budget-seconds S] [--select PATTERN] [--limit-docs N] [--limit-questions N] [--context-window T] [--max-new-tokens 32]
-        [--label LABEL] [--work DIR] [--out DIR] [--report-only]
+        [--budget-seconds S] [--select PATTERN] [--limit-docs N] [--limit-questions N] [--context-window T]
+        [--max-new-tokens 32] [--label LABEL] [--work DIR] [--out DIR] [--report-only]
 
 Writes one file set per model and set into benchmarks/results/quality/: MODEL-SET.md (the report, with its
-command, machine and recipe), MODEL-SET.json.gz (every question, method, answer and score) and MODEL-SET.png
-(quality against cost). With --label LABEL the names are MODEL-SET-LABEL.*: a run kept beside the current one
-(for example on a CPU without bf16 kernels).
+command, machine and recipe), MODEL-SET.json.gz (every question, method, answer and score), MODEL-SET.run.json
+(what the rows depend on, and each document's absorption: with the rows, what a run on another machine goes on
+from) and MODEL-SET.png (quality against cost). With --label LABEL the names are MODEL-SET-LABEL.*: a run kept
+beside the current one (for example on a CPU without bf16 kernels).
 """
 
 from __future__ import annotations
@@ -245,8 +246,8 @@ def main() -> None:
     parser.add_argument("--sets", default="squad,loogle-short,loogle-long")
     parser.add_argument("--budget-seconds", type=float, help="time budget per absorption")
     parser.add_argument("--limit-docs", type=int)
-    parser.add_argument("--select", help="only the set's documents whose id matches this shell pattern (LooGLE: the "
-                        "title); a long set can be run an article at a time into the same work folder")
+    parser.add_argument("--select", help="only the documents whose id matches this shell pattern (LooGLE: the title), "
+                        "in place of the set's own (squad: 'squad2dev_*'); a long set can be run an article at a time")
     parser.add_argument("--limit-questions", type=int, help="questions per document (default: 40 for squad, all else)")
     parser.add_argument("--context-window", type=int, help="cut the in-context method to this many tokens")
     parser.add_argument("--max-new-tokens", type=int, default=32)
