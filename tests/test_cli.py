@@ -146,8 +146,10 @@ def test_ctrl_c_during_lift_absorb_keeps_its_training_and_the_next_absorb_goes_o
     home = tmp_path / "home"
     env = {**os.environ, "LIFT_HOME": str(home), "PYTHONPATH": str(REPO), "LIFT_MODEL": str(tiny_model_dir),
            "LIFT_TRAINING__MIN_STEPS": "150", "LIFT_TRAINING__CHECKPOINT_SECONDS": "1e-9"}
+    # SIGINT as a terminal delivers it, also where the tests run in a background job, whose children ignore it
     absorbing = subprocess.Popen([sys.executable, "-m", "lift_tool.cli", "absorb", str(doc), "--quiet"],
-                                 stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+                                 stderr=subprocess.PIPE, text=True, env=env, cwd=REPO,
+                                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     unfinished = home / "unfinished"
     deadline = time.monotonic() + 240
     while not any(unfinished.glob("*/checkpoint.safetensors")) and time.monotonic() < deadline:

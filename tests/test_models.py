@@ -195,18 +195,26 @@ def test_replies_written_in_one_batch_are_those_written_one_at_a_time(real_loade
     from lift_tool.generation import generate_replies, generate_reply
     from lift_tool.prompts import messages
 
+    import torch
+
     # The default model: the random tiny one writes only whitespace here.
     model, tokenizer = real_loaded.model, real_loaded.tokenizer
     # Prompts of different lengths: the shorter ones are padded on the left, which must change nothing.
     conversations = [messages("Who founded Brimley?", ["Brimley"]),
                      messages("In which year was the canal of the market town dug, and by whom?", ["Brimley"]),
                      messages("Where?", ["Brimley"], "Brimley is a market town on a canal.")]
-    one_at_a_time = [generate_reply(model, tokenizer, conversation, max_new_tokens=12).text
-                     for conversation in conversations]
-    assert all(one_at_a_time)
-    # Greedy decoding keeps the text where padding changes the shapes of the products (the tolerance argument of
-    # the prefix cache's test below).
-    assert generate_replies(model, tokenizer, conversations, max_new_tokens=12) == one_at_a_time
+    # In float32, where padding changes the shapes of the products but greedy decoding keeps the text. A CPU with
+    # bf16 kernels loads the model in bf16, whose rounding differs between shapes by enough to change a token
+    # (the tolerance argument of the prefix cache's test below); bf16 -> float32 -> bf16 restores it exactly.
+    dtype = model.dtype
+    model.to(torch.float32)
+    try:
+        one_at_a_time = [generate_reply(model, tokenizer, conversation, max_new_tokens=12).text
+                         for conversation in conversations]
+        assert all(one_at_a_time)
+        assert generate_replies(model, tokenizer, conversations, max_new_tokens=12) == one_at_a_time
+    finally:
+        model.to(dtype)
 
 
 @pytest.mark.slow

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 from lift_tool.errors import LiftError, ServerError, StorageError
 from lift_tool.files import write_problem
 from lift_tool.memory.retrieval.embedder import OfflineEmbedder
+
+LOCKED_WAIT_SECONDS = 60.0  # how long opening a store waits for another process that is creating it
 
 _CLIENTS_LOCK = threading.RLock()
 _CLIENTS: dict[str, tuple[Any, tuple[int, int]]] = {}  # folder -> (client, identity of its sqlite file)
@@ -112,14 +115,22 @@ def shared_client(folder: str, writing: bool = False) -> Any:
         from chromadb.config import Settings
 
         _register_embedder()
-        try:
-            Path(folder).mkdir(parents=True, exist_ok=True)
-            client = chromadb.PersistentClient(path=folder, settings=Settings(anonymized_telemetry=False))
-        except Exception as err:  # not writable, not a folder, or opened elsewhere in this process with other settings
-            _drop_chroma_system(folder)  # a half-started one would fail every later try, even once the cause is gone
-            problem = write_problem(folder, err)
-            raise (StorageError if problem else LiftError)(f"cannot open the retrieval store in {folder}: "
-                                                            f"{problem or err}") from err
+        deadline = time.monotonic() + LOCKED_WAIT_SECONDS
+        while True:
+            try:
+                Path(folder).mkdir(parents=True, exist_ok=True)
+                client = chromadb.PersistentClient(path=folder, settings=Settings(anonymized_telemetry=False))
+                break
+            except Exception as err:  # not writable, not a folder, opened here with other settings, or locked
+                _drop_chroma_system(folder)  # a half-started one would fail every later try, even once the cause is gone
+                # Processes that create a store's database at once get "database is locked" from its SQLite
+                # without a wait: try again until the other one is done.
+                if "database is locked" in str(err) and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                    continue
+                problem = write_problem(folder, err)
+                raise (StorageError if problem else LiftError)(f"cannot open the retrieval store in {folder}: "
+                                                                f"{problem or err}") from err
         identity = _file_identity(folder)
         if identity is None:
             raise LiftError(f"Chroma did not create its database in {folder}: check that the folder is writable")
