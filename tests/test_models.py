@@ -192,10 +192,10 @@ def test_reply_reports_how_sure_the_model_was_of_its_least_sure_token(tiny_loade
 
 @pytest.mark.slow
 def test_replies_written_in_one_batch_are_those_written_one_at_a_time(real_loaded):
+    import torch
+
     from lift_tool.generation import generate_replies, generate_reply
     from lift_tool.prompts import messages
-
-    import torch
 
     # The default model: the random tiny one writes only whitespace here.
     model, tokenizer = real_loaded.model, real_loaded.tokenizer
