@@ -14,7 +14,8 @@ them with GPT-4, here they are scored by token F1 and containment, so numbers ar
 
 Every run keeps its own memory and rows under --work (default ~/.cache/lift-tool/bench/quality-MODEL-SET-RECIPE-DTYPE,
 RECIPE: the settings' training fingerprint, DTYPE: the number format the model answers in), so an interrupted
-benchmark resumes and a rerun reuses the adapters.
+benchmark resumes and a rerun reuses the adapters; loogle-long answers from loogle-short's memory (an article of
+both sets is absorbed once).
 Settings come from the defaults and LIFT_* environment variables (e.g. LIFT_TRAINING__LEARNING_RATE).
 
     python benchmarks/bench_quality.py [--model smollm2-135m] [--sets squad,loogle-short,loogle-long]
@@ -68,9 +69,13 @@ def run_set(name: str, args, description: str) -> Path:
     resume_from_report(work, args, name, path, settings)
     started = started_at()
     t0 = time.monotonic()
+    # LooGLE's two sets share an article (José Luis Picardo): both absorb into the short set's memory, so the long
+    # set reuses its adapter instead of absorbing it again.
+    memory = quality_work_dir(args.work, args.model, "loogle-short", settings) / "memory" if name.startswith(
+        "loogle") else None
     run_evaluation(settings, path, METHODS, work, limit_docs=args.limit_docs,
                    limit_questions=args.limit_questions or per_doc, budget_seconds=args.budget_seconds,
-                   label=f"{name} ({args.model})", select=args.select or select)
+                   label=f"{name} ({args.model})", select=args.select or select, memory=memory)
     training = settings.training
     fraction = settings.lora.layer_fraction
     layers = "layers chosen by model size" if fraction is None else f"the upper {fraction:.0%} of the layers"

@@ -109,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data", required=True, help="a JSONL file (longdoc_qa format or LooGLE)")
     evaluate.add_argument("--methods", default="base,context,rag,lift,lift+rag")
     evaluate.add_argument("--out", default="eval-out", help="folder for results.json, report.md and plot.png")
+    evaluate.add_argument("--memory", help="the memory to absorb into and answer from (default OUT/memory); another "
+                          "evaluation's memory lends its adapters of the same documents")
     evaluate.add_argument("--limit-docs", type=int, help="only the first N documents")
     evaluate.add_argument("--limit-questions", type=int, help="only the first N questions of each document")
     evaluate.add_argument("--on-bad-line", choices=("stop", "skip"), default="stop")
@@ -451,7 +453,8 @@ def cmd_eval(args) -> int:
     settings = _settings(args)
     run_evaluation(settings, Path(args.data), [m.strip() for m in args.methods.split(",") if m.strip()],
                    Path(args.out), limit_docs=args.limit_docs, limit_questions=args.limit_questions,
-                   on_bad_line=args.on_bad_line, progress=not args.quiet)
+                   on_bad_line=args.on_bad_line, progress=not args.quiet,
+                   memory=Path(args.memory) if args.memory else None)
     return 0
 
 

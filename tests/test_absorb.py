@@ -179,16 +179,22 @@ def _interrupt_at(step):
     return on_step
 
 
+@pytest.mark.parametrize("written", [0, 2])
 def test_an_interrupted_absorption_goes_on_from_its_checkpoint_to_the_same_adapter(tiny_loaded, tiny_settings,
-                                                                                    tmp_path):
+                                                                                    tmp_path, written):
+    """With questions the model writes itself, they are kept beside the checkpoint and read back."""
     import torch
 
-    settings = _settings(tiny_settings, checkpoint_seconds=1e-9)  # a checkpoint after every step
+    from lift_tool.training.checkpoint import WRITTEN_FILE
+
+    # A checkpoint after every step.
+    settings = _settings(tiny_settings, checkpoint_seconds=1e-9, written_questions=written)
     document, saved = make_document(TEXT), tmp_path / "checkpoint"
     with pytest.raises(AbsorptionInterrupted, match=r"saved at step 5 of \d+.*goes on from there"):
         absorb(document, tiny_loaded, settings, tmp_path / "a", progress=False, on_step=_interrupt_at(5),
                checkpoint_dir=saved)
     assert not (tmp_path / "a").exists() and (saved / "checkpoint.safetensors").is_file()
+    assert (saved / WRITTEN_FILE).is_file() == (written > 0)
     assert not any("lora" in name for name, _ in tiny_loaded.model.named_parameters())
 
     steps = []

@@ -341,6 +341,12 @@ def test_lift_eval_end_to_end_on_the_tiny_model(tmp_path, tiny_model_dir, lift_h
     assert len(json.loads((out / "results.json").read_text())) == 15
     assert json.loads((out / "documents.json").read_text())["harrowmere"]["cached"] is True
 
+    # Another evaluation given this one's memory: the adapter of the document they share is reused.
+    other = tmp_path / "other"
+    assert main(argv[:-2] + [str(other), "--quiet", "--memory", str(out / "memory"), "--limit-questions", "1"]) == 0
+    assert json.loads((other / "documents.json").read_text())["harrowmere"]["cached"] is True
+    assert len(json.loads((other / "results.json").read_text())) == 5 and not (other / "memory").exists()
+
 
 # ---------------------------------------------------------------------------------------------- the evaluation model
 

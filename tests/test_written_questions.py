@@ -3,7 +3,7 @@
 import pytest
 
 from lift_tool.documents import make_document
-from lift_tool.training.questions import passages
+from lift_tool.training.questions import QAPair, passages
 from lift_tool.training.recipe import generate_qa
 from lift_tool.training.written_questions import PASSAGE_SENTENCES, ModelQuestionWriter, usable
 
@@ -54,3 +54,32 @@ def test_written_questions_need_the_model_that_writes_them(tiny_settings):
         update={"training": tiny_settings.training.model_copy(update={"written_questions": 2})})
     with pytest.raises(ValueError, match="written_questions"):
         generate_qa(make_document(TEXT, title="Brimley"), settings)
+
+
+def test_written_pairs_kept_in_a_file_are_read_back_with_the_random_state_writing_left(real_loaded, tmp_path):
+    """An interrupted absorption that goes on reads its written pairs back instead of writing them again, and
+    samples on from the same random state, as if it had written them."""
+    import json
+
+    import torch
+
+    saved = tmp_path / "checkpoint" / "written-questions.json"
+    torch.manual_seed(0)
+    first = ModelQuestionWriter(real_loaded, per_passage=3).generate(TEXT, "Brimley", saved=saved)
+    after_writing = torch.get_rng_state()
+    assert first  # the model wrote usable pairs (as in the test above)
+    kept = json.loads(saved.read_text())
+    assert [QAPair(**pair) for pair in kept["pairs"]] == first
+    assert kept["written"] == 3 * len(passages(TEXT, PASSAGE_SENTENCES))
+
+    kept["pairs"][0]["answer"] = "Read from the file."  # what comes back is the file's, not written again
+    saved.write_text(json.dumps(kept))
+    torch.manual_seed(0)
+    writer = ModelQuestionWriter(real_loaded, per_passage=3)
+    again = writer.generate(TEXT, "Brimley", saved=saved)
+    assert again[0].answer == "Read from the file." and again[1:] == first[1:] and writer.written == kept["written"]
+    assert torch.equal(torch.get_rng_state(), after_writing)
+
+    torch.manual_seed(1)  # another random state: the file is not this writing's, so the model writes
+    ModelQuestionWriter(real_loaded, per_passage=3).generate(TEXT, "Brimley", saved=saved)
+    assert json.loads(saved.read_text())["key"] != kept["key"]

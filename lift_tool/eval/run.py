@@ -39,13 +39,15 @@ def run_evaluation(
     max_new_tokens: int | None = None,
     label: str | None = None,
     select: str | None = None,
+    memory: Path | None = None,
 ) -> EvalResult:
     """Answer every question of every document with every method; write rows, results, report and plot.
 
     ``budget_seconds`` caps each absorption (default: the settings' training budget); ``select`` keeps only the
     documents whose id matches a shell pattern (``"squad2dev_*"``). The run's memory lives
-    in ``out_dir/memory``, so a rerun with the same ``out_dir`` resumes: finished rows are skipped and absorbed
-    documents are reused.
+    in ``memory`` (default ``out_dir/memory``), so a rerun with the same ``out_dir`` resumes: finished rows are
+    skipped and absorbed documents are reused; an evaluation given another evaluation's memory reuses the
+    adapters of the documents the two share (absorbed with the same recipe).
     """
     methods = check_methods(methods)
     for name, value in (("limit_docs", limit_docs), ("limit_questions", limit_questions)):
@@ -62,7 +64,7 @@ def run_evaluation(
     out_dir = Path(out_dir).expanduser()
     out_dir.mkdir(parents=True, exist_ok=True)
     _check_same_run(out_dir, data_path, settings)
-    settings = settings.model_copy(update={"home": out_dir / "memory"})
+    settings = settings.model_copy(update={"home": Path(memory).expanduser() if memory else out_dir / "memory"})
 
     from tqdm.auto import tqdm
 

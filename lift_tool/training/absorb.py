@@ -77,7 +77,8 @@ def absorb(
     checkpoints: checkpoint.Checkpoints | None = None
     try:
         # Written questions and the teacher run the model first, before LoRA is attached.
-        plan = setup(document, loaded, settings, qa_generator, progress)
+        plan = setup(document, loaded, settings, qa_generator, progress,
+                     written_file=checkpoint_dir / checkpoint.WRITTEN_FILE if checkpoint_dir is not None else None)
         model = plan.backend.attach(loaded, plan.settings)
         try:
             if checkpoint_dir is not None and plan.settings.training.checkpoint_seconds is not None:
@@ -98,8 +99,9 @@ def absorb(
 
 
 def setup(document: Document, loaded: LoadedModel, settings: Settings, qa_generator=None,
-          progress: bool = False) -> Plan:
-    """Settings, backend, the length check, seeds, and the micro-batches to train on."""
+          progress: bool = False, written_file: Path | None = None) -> Plan:
+    """Settings, backend, the length check, seeds, and the micro-batches to train on (the model's written
+    questions kept in, or read back from, ``written_file``)."""
     import torch
 
     # The fingerprint of the settings as asked for: a later request with the same settings finds this adapter.
@@ -119,7 +121,8 @@ def setup(document: Document, loaded: LoadedModel, settings: Settings, qa_genera
     torch.manual_seed(training.seed)
     rng = random.Random(training.seed)
 
-    qa_pairs = generate_qa(document, settings, qa_generator, loaded, progress)  # before LoRA: the base model writes
+    # Before LoRA: the base model writes.
+    qa_pairs = generate_qa(document, settings, qa_generator, loaded, progress, written_file)
     builder = TaskBuilder(loaded.tokenizer, document.text, document.title, training, qa_pairs)
     if training.distill > 0:  # the teacher is the base model as it is now, before LoRA is attached
         builder.use_teacher(teacher_targets(loaded, builder))

@@ -7,7 +7,8 @@ One folder holds one checkpoint, ``checkpoint.safetensors``: the adapter's weigh
 the random number generators as tensors, and how far the loop had got as JSON in the file's metadata (no pickle).
 It is written atomically: a crash leaves the old one or the new one. It belongs to one training plan: its ``key``
 is a digest of the base model, the settings, the number format and every example of the plan in order, so it is
-used only by the same training, which ends with the same adapter as if nothing had interrupted it.
+used only by the same training, which ends with the same adapter as if nothing had interrupted it. The folder
+also keeps the questions the model wrote for the plan (``WRITTEN_FILE``), minutes of work on a long document.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from lift_tool.files import write_atomic
 from lift_tool.training.tasks import Example
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
+WRITTEN_FILE = "written-questions.json"
 FORMAT = 1
 
 _log = logging.getLogger(__name__)

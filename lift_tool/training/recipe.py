@@ -11,6 +11,8 @@ from lift_tool.training.questions import QAPair, RuleQuestionGenerator, limit_re
 from lift_tool.training.written_questions import ModelQuestionWriter
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from lift_tool.config import Settings
     from lift_tool.documents import Document
     from lift_tool.models import LoadedModel
@@ -19,17 +21,19 @@ SMALL_MODEL_PARAMETERS = 300_000_000
 
 
 def generate_qa(document: "Document", settings: "Settings", qa_generator=None,
-                loaded: "LoadedModel | None" = None, progress: bool = False) -> list[QAPair]:
+                loaded: "LoadedModel | None" = None, progress: bool = False,
+                written_file: "Path | None" = None) -> list[QAPair]:
     """The synthetic question-answer pairs to train on: the generator's (the rules by default) and, with
-    ``training.written_questions``, those ``loaded``'s model writes itself; each answer kept to its share, and
-    questions the document does not answer added."""
+    ``training.written_questions``, those ``loaded``'s model writes itself (kept in ``written_file``, and read
+    back from it when it holds them); each answer kept to its share, and questions the document does not answer
+    added."""
     generator = qa_generator or RuleQuestionGenerator(settings.training.questions_per_sentence, seed=settings.training.seed)
     pairs = generator.generate(document.text, document.title)
     if settings.training.written_questions > 0:
         if loaded is None:
             raise ValueError("training.written_questions needs the model that writes them")
         writer = ModelQuestionWriter(loaded, settings.training.written_questions)
-        pairs += writer.generate(document.text, document.title, progress)
+        pairs += writer.generate(document.text, document.title, progress, saved=written_file)
     if settings.training.max_answer_share is not None:  # None only before settings_for_model has filled it in
         pairs = limit_repeated_answers(pairs, settings.training.max_answer_share, seed=settings.training.seed)
     n_unanswerable = max(1, round(len(pairs) * max(settings.training.mix.unanswerable, 0.0)))

@@ -13,13 +13,21 @@ retrieved passages. A written pair is kept only when it passes checks a reader w
 The passage is read once for all its questions (its key-value cache is copied for the batch of samples), and
 its questions are answered together in one batch. The time counts in the absorption's. Whether it pays is
 measured in docs/recipe.md.
+
+Writing takes minutes on a long document, so an absorption that keeps a checkpoint keeps the written pairs
+beside it (``saved``): an interrupted absorption that goes on reads them back, with the random state the writing
+left, instead of writing them again.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import re
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+from lift_tool.files import read_json, write_json
 from lift_tool.generation import cache_keyword, generate_replies, read_prefix
 from lift_tool.prompts import is_abstention, messages, render
 from lift_tool.training.questions import QAPair, passages
@@ -62,16 +70,40 @@ class ModelQuestionWriter:
         self.per_passage = per_passage
         self.written = 0
 
-    def generate(self, text: str, title: str, progress: bool = False) -> list[QAPair]:
+    def generate(self, text: str, title: str, progress: bool = False, saved: Path | None = None) -> list[QAPair]:
         """The usable pairs about ``text``; ``progress`` shows a bar over its passages (a long document's take
-        minutes)."""
+        minutes). ``saved``: a file the pairs are written to, and read from when it holds the pairs of the same
+        text, model, number format and random state."""
+        import torch
+
+        key = self._key(text, title, torch.get_rng_state())
+        kept = read_json(saved, {}) if saved is not None else {}
+        if kept.get("key") == key:
+            torch.set_rng_state(torch.tensor(kept["rng_state"], dtype=torch.uint8))
+            self.written = kept["written"]
+            return [QAPair(**pair) for pair in kept["pairs"]]
         model = self.loaded.model
         was_training = model.training
         model.eval()
         try:
-            return self._generate(text, title, progress)
+            pairs = self._generate(text, title, progress)
         finally:
             model.train(was_training)
+        if saved is not None:
+            saved.parent.mkdir(parents=True, exist_ok=True)
+            write_json(saved, {"key": key, "written": self.written, "rng_state": torch.get_rng_state().tolist(),
+                               "pairs": [dataclasses.asdict(pair) for pair in pairs]}, indent=None)
+        return pairs
+
+    def _key(self, text: str, title: str, rng_state) -> str:
+        """What the written pairs depend on."""
+        digest = hashlib.sha256()
+        for part in (self.loaded.fingerprint, str(self.loaded.model.dtype), str(self.per_passage), WRITE_PROMPT,
+                     f"{PASSAGE_SENTENCES} {QUESTION_TOKENS} {ANSWER_TOKENS} {TEMPERATURE} {GROUNDED_SHARE}", title,
+                     text):
+            digest.update(part.encode() + b"\0")
+        digest.update(rng_state.numpy().tobytes())
+        return digest.hexdigest()
 
     def _generate(self, text: str, title: str, progress: bool) -> list[QAPair]:
         from tqdm.auto import tqdm
