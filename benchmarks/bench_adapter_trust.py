@@ -23,7 +23,8 @@ import time
 from pathlib import Path
 
 from common import (
-    WORK, find_work_folder, header, machine, model_tag, open_run, read_json, results_dir, started_at, write_json,
+    WORK, command_with_environment, find_work_folder, header, machine, model_tag, open_run, read_json, results_dir,
+    started_at, write_json,
 )
 
 RUNS = [f"{model}:{name}" for model in ("qwen2.5-coder-0.5b", "smollm2-135m")
@@ -71,7 +72,8 @@ def sweep(answers: list[dict], documents: dict) -> list[dict]:
 def render(model: str, results: dict, default: float, started: str, minutes: float, description: str) -> str:
     """The report of one model's runs."""
     lines = [
-        *header(f"lift+rag: how sure the adapter must be of its answer: `{model}`", started, description, minutes),
+        *header(f"lift+rag: how sure the adapter must be of its answer: `{model}`", started, description, minutes,
+                command_with_environment()),
         "lift+rag answers with the document's adapter and the retrieved passages. It keeps that answer when the model "
         "gave every token of it at least the threshold's probability, and otherwise answers from the passages "
         "without the adapter, as rag does. The runs are those of `bench_quality.py` (its reports: "

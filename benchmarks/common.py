@@ -179,6 +179,12 @@ def command_line(argv: list[str] | None = None) -> str:
     return shlex.join(["python", f"benchmarks/{Path(argv[0]).name}", *argv[1:]])
 
 
+def command_with_environment() -> str:
+    """The command that ran this script, after the LIFT_* settings it ran with."""
+    return " ".join([*(f"{k}={shlex.quote(v)}" for k, v in sorted(os.environ.items()) if k.startswith("LIFT_")),
+                     command_line()])
+
+
 def header(title: str, started: str, description: str, minutes: float | None = None,
            command: str | None = None) -> list[str]:
     """A report's first lines: title, command, when and how long, the machine and the timing note."""
