@@ -226,7 +226,7 @@ def render(args, name: str) -> str | None:
     return "\n".join(lines)
 
 
-def write_report(args, name: str) -> bool:
+def write_set_report(args, name: str) -> bool:
     """Copy one set's rows and plot from its work folder and write its report; False when the set has not run."""
     text = render(args, name)
     if text is None:
@@ -276,7 +276,7 @@ def main() -> None:
         finally:
             # written after every set, so a long benchmark shows its first sets while the next ones run, and after
             # an interrupted one, whose finished rows the next run goes on from
-            if not write_report(args, name):
+            if not write_set_report(args, name):
                 print(f"{name}: no finished run in {args.work} for these settings", file=sys.stderr)
 
 
