@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import json
-import os
 import shutil
 import signal
 import sys
@@ -42,8 +41,8 @@ import time
 from pathlib import Path
 
 from common import (
-    DATA, QUALITY_SETS, TIMING_NOTE, WORK, command_line, machine, model_tag, quality_work_dir, read_json, results_dir,
-    started_at, write_json,
+    DATA, QUALITY_SETS, TIMING_NOTE, WORK, command_line, lift_environment, machine, model_tag, quality_work_dir,
+    read_json, results_dir, started_at, with_environment, write_json,
 )
 
 METHODS = ["base", "context", "rag", "lift", "lift+rag"]
@@ -84,7 +83,7 @@ def run_set(name: str, args, description: str) -> Path:
                   else f"at most {share:g} of the questions per answer")
     write_json(work / "bench.json", {
         "command": command_line(),
-        "environment": {k: v for k, v in os.environ.items() if k.startswith("LIFT_")},
+        "environment": lift_environment(),
         "started": started, "minutes": round((time.monotonic() - t0) / 60, 1), "machine": description,
         "recipe": f"training fingerprint `{settings.training_fingerprint()}`: {training.epochs:g} epoch(s), learning "
                   f"rate {training.learning_rate or 'by model size'}, {training.batch_tokens} tokens per micro-batch, LoRA rank "
@@ -210,7 +209,6 @@ def render(args, name: str) -> str | None:
     documents = read_json(work / "documents.json")
     stem = report_name(args, name)
     how = read_json(work / "bench.json") if (work / "bench.json").is_file() else {}
-    env = " ".join(f"{k}={v}" for k, v in how.get("environment", {}).items())
     report = (work / "report.md").read_text(encoding="utf-8").replace("\n## ", "\n### ")
     report = report.split("\n", 1)[1]  # drop the report's own title
     report = report.replace(str(DATA), "../shared/data")  # the data as the repository sees it, not this machine's path
@@ -218,7 +216,7 @@ def render(args, name: str) -> str | None:
     lines += unfinished(name, rows)
     lines += floors(name, summarise(rows, documents), documents, rows)
     lines += [f"## {name}", "",
-              f"Command: `{(env + ' ') if env else ''}{how.get('command', '(not recorded)')}`, "
+              f"Command: `{with_environment(how.get('command', '(not recorded)'), how.get('environment', {}))}`, "
               f"{how.get('started', '?')}, {how.get('minutes', '?')} min for that invocation (a resumed run "
               f"counts only what it did). Machine: {how.get('machine', '?')}. Recipe: {how.get('recipe', '?')}.",
               "", f"![quality against cost]({stem}.png)", "", report.strip(), "",

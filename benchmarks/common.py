@@ -179,10 +179,19 @@ def command_line(argv: list[str] | None = None) -> str:
     return shlex.join(["python", f"benchmarks/{Path(argv[0]).name}", *argv[1:]])
 
 
+def lift_environment() -> dict[str, str]:
+    """The LIFT_* settings this script runs with."""
+    return {k: v for k, v in sorted(os.environ.items()) if k.startswith("LIFT_")}
+
+
+def with_environment(command: str, environment: dict[str, str]) -> str:
+    """``command`` after the settings it ran with, as one types them."""
+    return " ".join([*(f"{k}={shlex.quote(v)}" for k, v in environment.items()), command])
+
+
 def command_with_environment() -> str:
     """The command that ran this script, after the LIFT_* settings it ran with."""
-    return " ".join([*(f"{k}={shlex.quote(v)}" for k, v in sorted(os.environ.items()) if k.startswith("LIFT_")),
-                     command_line()])
+    return with_environment(command_line(), lift_environment())
 
 
 def header(title: str, started: str, description: str, minutes: float | None = None,
