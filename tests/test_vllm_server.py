@@ -49,12 +49,17 @@ def vllm_url(absorbed_home, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def float32_loaded(real_model_dir):
+def float32_loaded(real_model_dir, real_loaded):
     """The default model in float32, as the server runs it here. On a CPU with bf16 kernels both sides would
     otherwise answer in bf16, where vLLM's kernels and torch's round differently: greedy answers then part at a
-    near tie (measured: 2 of 16 adapter answers, "1722" against "1729"), while in float32 they agree."""
+    near tie (measured: 2 of 16 adapter answers, "1722" against "1729"), while in float32 they agree. On a CPU
+    without bf16 kernels the session's model is float32 already."""
+    import torch
+
     from lift_tool.models import load_model
 
+    if real_loaded.model.dtype == torch.float32:
+        return real_loaded
     return load_model(settings=Settings(model=str(real_model_dir), device="cpu", dtype="float32"))
 
 
