@@ -162,7 +162,7 @@ def write_report(out: Path, rows: dict[str, dict], started: str, on_machine: str
             f"{statistics.median(run['absorb_seconds'] for run in runs):.0f} | {tokens:.1f} | "
             f"{statistics.median(run['tokens_per_second'] for run in runs):.0f} | "
             f"{statistics.median(run['steps'] for run in runs):.0f} |")
-    kinds = ["qa", "qa_long", "contextual", "segments"]
+    kinds = ["qa", "qa_long", "qa_passages", "contextual", "segments"]
     lines += ["", "Where each recipe's training tokens go (seed 0's plan; rows measured before this table existed "
               "have none): training tokens per document token by kind of example, the share of the tokens that "
               "carries a loss, the share of padding in the micro-batches, and the answerable questions trained on, "

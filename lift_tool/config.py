@@ -42,7 +42,7 @@ class LoraSettings(BaseModel):
 
 
 class TaskMix(BaseModel):
-    """Relative weights of the four kinds of training example (see ``lift_tool.training.tasks``).
+    """Relative weights of the five kinds of training example (see ``lift_tool.training.tasks``).
 
     A weight is how many passes over the kind's natural set one epoch holds (every segment once, every
     generated question once); fractions take a random part; 0 turns a kind off. The defaults were chosen by
@@ -54,6 +54,9 @@ class TaskMix(BaseModel):
     contextual: float = Field(0.25, ge=0)  # a segment after the document's head, loss on the segment only
     qa: float = Field(5.0, ge=0)  # synthetic question-answer pairs, asked closed-book, loss on the answer
     qa_long: float = Field(0.15, ge=0)  # the same questions with the surrounding text in the prompt
+    # The same questions with passages cut and ranked as retrieval does in the prompt, the one that answers among
+    # them or (``TrainingSettings.passages_without_answer``) left out: what lift+rag shows the adapter.
+    qa_passages: float = Field(0.0, ge=0)
     unanswerable: float = Field(0.08, ge=0)  # questions the document does not answer, as a share of qa
 
 
@@ -100,6 +103,9 @@ class TrainingSettings(BaseModel):
     # LoRA+ (arXiv 2402.12354): the learning rate of each adapter's B matrix, as a multiple of A's (the learning
     # rate above). 1: both learn at the same rate.
     lora_b_lr_ratio: float = Field(1.0, ge=1)
+    # Of the examples with retrieved passages (``mix.qa_passages``), the share whose passages leave out the one
+    # that answers, so that the answer comes from the adapter (RAFT, arXiv 2403.10131, kept it in 80%).
+    passages_without_answer: float = Field(0.2, ge=0, le=1)
     mix: TaskMix = TaskMix()
 
     @model_validator(mode="after")
@@ -209,6 +215,10 @@ class Settings(BaseSettings):
             if training.get(name) == value:
                 del training[name]
         relevant = {"lora": self.lora.model_dump(), "training": training}
+        if training["mix"]["qa_passages"] == 0:  # none of the passage settings then changes what is learnt
+            del training["mix"]["qa_passages"], training["passages_without_answer"]
+        else:  # the passages are cut and counted as retrieval's
+            relevant["passages"] = self.retrieval.model_dump(include={"k", "chunk_tokens", "chunk_overlap"})
         blob = json.dumps(relevant, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 

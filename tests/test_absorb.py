@@ -262,3 +262,23 @@ def test_lora_plus_gives_the_b_matrices_their_multiple_of_the_learning_rate(tiny
     for name, weight in first_steps[1.0].items():
         expected = 4 * weight if name in b_names else weight
         assert torch.allclose(first_steps[4.0][name], expected, rtol=1e-5, atol=1e-9), name
+
+
+def test_absorption_with_retrieved_passages_trains_on_the_document_cut_as_retrieval_cuts_it(tiny_loaded,
+                                                                                            tiny_settings, tmp_path):
+    from lift_tool.memory.retrieval import chunk_text, embedding_tokenizer
+    from lift_tool.training.absorb import setup
+
+    text = "# Ledger\n\n" + " ".join(f"Clerk {n} of Brimley kept ledger number {n * 7} in cabinet {n % 9}."
+                                     for n in range(40))
+    mix = tiny_settings.training.mix.model_copy(update={"qa_passages": 1.0})
+    settings = _settings(tiny_settings, mix=mix)
+    settings = settings.model_copy(update={"retrieval": settings.retrieval.model_copy(update={"chunk_tokens": 64,
+                                                                                             "chunk_overlap": 16})})
+    plan = setup(make_document(text), tiny_loaded, settings)
+    chunks = chunk_text(text, embedding_tokenizer(), 64, 16)
+    shown = [tiny_loaded.tokenizer.decode(example.input_ids) for batch in plan.micro_batches for example in batch
+             if example.kind == "qa_passages"]
+    assert shown and all(sum(chunk.text in prompt for chunk in chunks) >= settings.retrieval.k for prompt in shown)
+    manifest = absorb(make_document(text), tiny_loaded, settings, tmp_path / "a", progress=False)
+    assert manifest.coverage == 1.0 and (tmp_path / "a" / "adapter_model.safetensors").is_file()

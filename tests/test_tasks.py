@@ -109,7 +109,9 @@ def test_settings_added_later_at_their_earlier_values_keep_the_fingerprint_of_ad
     settings = Settings()  # every later setting at the value that trains as before it existed
     before = {"lora": settings.lora.model_dump(),
               "training": settings.training.model_dump(exclude={"budget_seconds", "frozen_layer_cache_mb",
-                                                                "checkpoint_seconds", *AS_BEFORE})}
+                                                                "checkpoint_seconds", "passages_without_answer",
+                                                                *AS_BEFORE})}
+    del before["training"]["mix"]["qa_passages"]
     as_before = hashlib.sha256(json.dumps(before, sort_keys=True).encode()).hexdigest()[:16]
     assert settings.training_fingerprint() == as_before
     # how often training saves its state changes nothing it learns (a resumed absorption ends as one in one go)
@@ -125,3 +127,67 @@ def test_settings_added_later_at_their_earlier_values_keep_the_fingerprint_of_ad
     lora_plus = Settings.model_validate({"training": {"lora_b_lr_ratio": 4.0}})
     assert lora_plus.training_fingerprint() not in (as_before, fixed.training_fingerprint(),
                                                     distilled.training_fingerprint(), written.training_fingerprint())
+
+
+def test_passage_settings_change_the_fingerprint_only_where_passages_are_trained_on():
+    plain = Settings().training_fingerprint()
+    assert Settings.model_validate({"training": {"passages_without_answer": 0.5}}).training_fingerprint() == plain
+    assert Settings.model_validate({"retrieval": {"k": 8}}).training_fingerprint() == plain
+    passages = Settings.model_validate({"training": {"mix": {"qa_passages": 0.5}}})
+    assert passages.training_fingerprint() != plain
+    more_passages = passages.model_copy(update={"retrieval": passages.retrieval.model_copy(update={"k": 8})})
+    assert more_passages.training_fingerprint() != passages.training_fingerprint()
+
+
+@pytest.fixture(scope="module")
+def passage_builder(real_tokenizer_dir):
+    from transformers import AutoTokenizer
+
+    from lift_tool.memory.retrieval import chunk_text, embedding_tokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(real_tokenizer_dir)
+    settings = Settings.model_validate({"training": {"mix": {"qa_passages": 1.0}, "passages_without_answer": 0.5}})
+    document = read_document(sample_document_path())
+    passages = chunk_text(document.text, embedding_tokenizer(), 120, 30)
+    return TaskBuilder(tokenizer, document.text, document.title, settings.training, generate_qa(document, settings),
+                       passages, passages_k=3)
+
+
+def test_retrieved_passages_are_k_chunks_with_the_answering_one_in_or_left_out(passage_builder):
+    pools = passage_builder.pools
+    assert len(pools.passages) > 6
+    rng = random.Random(0)
+    for pair in pools.answerable[:40]:
+        answering = pools.passage_of_sentence[pair.sentence]
+        evidence = passage_builder.sentences[pair.sentence]
+        chunk = pools.passages[answering]
+        assert chunk.start <= evidence.start < chunk.end  # the chunk holds (the start of) its evidence
+        shown = passage_builder.retrieved(pair.question, answering, rng, with_answer=True)
+        parts = [c for c in pools.passages if c.text in shown]
+        assert chunk in parts and len(parts) >= 3
+        hidden = passage_builder.retrieved(pair.question, answering, rng, with_answer=False)
+        assert chunk.text not in hidden and sum(c.text in hidden for c in pools.passages) >= 3
+
+
+def test_passage_examples_leave_the_answer_out_in_their_share_and_carry_loss_on_answers(passage_builder):
+    examples = [e for e in passage_builder.epoch(random.Random(0)) if e.kind == "qa_passages"]
+    assert len(examples) >= 10
+    tokenizer = passage_builder.tokenizer
+    pools = passage_builder.pools
+    with_answer = 0
+    for example in examples:
+        text = tokenizer.decode(example.input_ids)
+        assert text.count("Context:\n") == 1 and example.target_tokens > 0
+        answering = {pools.passage_of_sentence[s] for s in example.sentences}
+        with_answer += any(pools.passages[i].text in text for i in answering)
+    assert 0.2 < with_answer / len(examples) < 0.8  # passages_without_answer 0.5
+
+
+def test_passage_examples_need_the_passages(real_tokenizer_dir):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(real_tokenizer_dir)
+    settings = Settings.model_validate({"training": {"mix": {"qa_passages": 1.0}}})
+    document = read_document(sample_document_path())
+    with pytest.raises(ValueError, match="passages"):
+        TaskBuilder(tokenizer, document.text, document.title, settings.training, generate_qa(document, settings))

@@ -28,6 +28,7 @@ from lift_tool.config import Settings
 from lift_tool.documents import Document
 from lift_tool.errors import AbsorptionInterrupted, InputError
 from lift_tool.memory.manifest import Manifest
+from lift_tool.memory.retrieval import Chunk, chunk_text, embedding_tokenizer
 from lift_tool.models import LoadedModel
 from lift_tool.training import checkpoint, loop
 from lift_tool.training.backend import AdaptedModel, TrainingBackend, choose_backend, make_backend
@@ -123,7 +124,8 @@ def setup(document: Document, loaded: LoadedModel, settings: Settings, qa_genera
 
     # Before LoRA: the base model writes.
     qa_pairs = generate_qa(document, settings, qa_generator, loaded, progress, written_file)
-    builder = TaskBuilder(loaded.tokenizer, document.text, document.title, training, qa_pairs)
+    builder = TaskBuilder(loaded.tokenizer, document.text, document.title, training, qa_pairs,
+                          retrieval_passages(document, settings), settings.retrieval.k)
     if training.distill > 0:  # the teacher is the base model as it is now, before LoRA is attached
         builder.use_teacher(teacher_targets(loaded, builder))
     epochs = [batches(builder.epoch(rng), training.batch_tokens, rng) for _ in range(math.ceil(training.epochs))]
@@ -146,6 +148,14 @@ def setup(document: Document, loaded: LoadedModel, settings: Settings, qa_genera
         micro_batches=micro_batches,
         total_steps=total_steps,
     )
+
+
+def retrieval_passages(document: Document, settings: Settings) -> list[Chunk]:
+    """The document cut as retrieval cuts it, for training with retrieved passages in the prompt (none without)."""
+    if settings.training.mix.qa_passages == 0:
+        return []
+    return chunk_text(document.text, embedding_tokenizer(), settings.retrieval.chunk_tokens,
+                      settings.retrieval.chunk_overlap)
 
 
 def train(model: AdaptedModel, plan: Plan, loaded: LoadedModel, started: float, progress: bool,

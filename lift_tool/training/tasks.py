@@ -1,4 +1,4 @@
-"""Training examples for absorption: the weighted mix of four kinds of example.
+"""Training examples for absorption: the weighted mix of five kinds of example.
 
 1. ``segments``   - language modelling on overlapping token segments of the raw text (short windows).
 2. ``contextual`` - a segment preceded by the document's title and the text before it, up to a long window;
@@ -10,8 +10,14 @@
                     repeats the same conversations (in a new order): the layers below the adapter then see the
                     same input again and their output can be reused (``layer_cache``).
 4. ``qa_long``    - the same questions with a long window of the surrounding text in the prompt.
+5. ``qa_passages`` - the same questions with what retrieval would put in lift+rag's prompt: the document cut into
+                    retrieval's chunks, the ``k`` that share most words with the question, among them the one that
+                    answers, or, in a share of the examples, not: the answer then comes from the adapter (RAFT,
+                    arXiv 2403.10131). An adapter trained only with the answer in the prompt, or only without any
+                    text, learns either to copy or to ignore the passages; lift+rag needs it to read them and to
+                    know when they miss.
 
-Kinds 2 and 4 see long contexts and kinds 1 and 3 short ones: the long/short mix of arXiv 2509.18762, which
+Kinds 2, 4 and 5 see long contexts and kinds 1 and 3 short ones: the long/short mix of arXiv 2509.18762, which
 keeps both the ability to use knowledge in the context and knowledge stored in the parameters. The weights in
 ``TaskMix`` scale how often each kind appears per epoch.
 """
@@ -23,6 +29,7 @@ import random
 from dataclasses import dataclass, field
 
 from lift_tool.config import TaskMix, TrainingSettings
+from lift_tool.memory.retrieval import Chunk, keyword_ranking
 from lift_tool.prompts import render, system_prompt, user_prompt
 from lift_tool.segment import segment_tokens
 from lift_tool.training.distill import SoftTargets
@@ -63,13 +70,19 @@ class TaskPools:
     conversations: list[Example] = field(default_factory=list)  # the fixed closed-book chats (regroup_questions off)
     windows: list[str] = field(default_factory=list)  # consecutive stretches of about long_context_tokens
     window_of_sentence: dict[int, int] = field(default_factory=dict)  # evidence sentence -> its window
+    passages: list[Chunk] = field(default_factory=list)  # retrieval's chunks of the document (qa_passages)
+    passage_of_sentence: dict[int, int] = field(default_factory=dict)  # evidence sentence -> the chunk holding it
 
 
 class TaskBuilder:
     """Builds the training examples of one document: segments, contextual segments and questions, per epoch."""
 
-    def __init__(self, tokenizer, text: str, title: str, training: TrainingSettings, qa_pairs: list[QAPair]):
+    def __init__(self, tokenizer, text: str, title: str, training: TrainingSettings, qa_pairs: list[QAPair],
+                 passages: list[Chunk] = (), passages_k: int = 4):
+        """``passages``: the document cut as retrieval cuts it, and ``passages_k`` how many of them retrieval puts
+        in the prompt (for ``mix.qa_passages``)."""
         self.tokenizer = tokenizer
+        self.passages_k = passages_k
         self.title = title
         self.training = training
         self.system = system_prompt([title])
@@ -78,11 +91,13 @@ class TaskBuilder:
         self.token_offsets = encoded.get("offset_mapping")  # character span of each token (fast tokenizers)
         self.sentences = split_sentences(text)
         self.teacher: dict[QAPair, SoftTargets] = {}  # filled in before the epochs are drawn, when distilling
-        self.pools = self._build_pools(text, qa_pairs)
+        if training.mix.qa_passages > 0 and not passages:
+            raise ValueError("mix.qa_passages needs the document's passages, cut as retrieval cuts them")
+        self.pools = self._build_pools(text, qa_pairs, passages)
 
     # ------------------------------------------------------------------------------------------ pools
 
-    def _build_pools(self, text: str, qa_pairs: list[QAPair]) -> TaskPools:
+    def _build_pools(self, text: str, qa_pairs: list[QAPair], passages: list[Chunk]) -> TaskPools:
         settings = self.training
         pools = TaskPools()
         header = self.tokenizer(f"{self.title}\n\n", add_special_tokens=False)["input_ids"]
@@ -99,6 +114,8 @@ class TaskBuilder:
         if not settings.regroup_questions:
             pools.conversations = self._closed_book_conversations(pools.answerable, pools.unanswerable)
         pools.windows, pools.window_of_sentence = self._windows(text)
+        pools.passages = list(passages)
+        pools.passage_of_sentence = self._passage_of_sentence(pools.passages)
         return pools
 
     def use_teacher(self, targets: dict[QAPair, SoftTargets]) -> None:
@@ -148,6 +165,35 @@ class TaskBuilder:
             windows.append(text[start:previous_end].strip())
         return windows, window_of_sentence
 
+    def _passage_of_sentence(self, passages: list[Chunk]) -> dict[int, int]:
+        """Each sentence's chunk: the first that holds all of it, else the one that holds most of it."""
+        found: dict[int, int] = {}
+        for sentence in self.sentences:
+            shares = [min(sentence.end, chunk.end) - max(sentence.start, chunk.start) for chunk in passages]
+            if shares and max(shares) > 0:
+                found[sentence.index] = shares.index(max(shares))
+        return found
+
+    def retrieved(self, question: str, answering: int, rng: random.Random, with_answer: bool) -> str:
+        """The passages retrieval would show for ``question``: the ``passages_k`` chunks that share most of its
+        words (BM25, the keyword half of the hybrid search), best first, joined as lift+rag joins them. With
+        ``with_answer`` the chunk ``answering`` is among them (at a random place if its words did not rank it in);
+        without, it is left out."""
+        chunks, k = self.pools.passages, self.passages_k
+        ranking = [int(key) for key in keyword_ranking(question, {str(i): c.text for i, c in enumerate(chunks)})]
+        ranked = set(ranking)
+        unranked = [i for i in range(len(chunks)) if i not in ranked]
+        rng.shuffle(unranked)  # chunks that share no word with the question: any of them
+        order = ranking + unranked
+        if not with_answer:
+            chosen = [i for i in order if i != answering][:k]
+        elif answering in order[:k]:
+            chosen = order[:k]
+        else:
+            chosen = order[: k - 1]
+            chosen.insert(rng.randint(0, len(chosen)), answering)
+        return "\n\n".join(chunks[i].text for i in chosen)
+
     # ------------------------------------------------------------------------------------------ epochs
 
     def epoch(self, rng: random.Random) -> list[Example]:
@@ -175,6 +221,18 @@ class TaskBuilder:
             for first in range(0, len(pairs), per_conversation):
                 group = pairs[first : first + per_conversation]
                 examples.append(self.conversation(group, context=pools.windows[window], kind="qa_long"))
+
+        # Questions with retrieval's passages in the prompt, grouped by the chunk that answers them.
+        by_passage: dict[int, list[QAPair]] = {}
+        for pair in _draw(pools.answerable, mix.qa_passages, rng):
+            if pair.sentence in pools.passage_of_sentence:
+                by_passage.setdefault(pools.passage_of_sentence[pair.sentence], []).append(pair)
+        for answering, pairs in by_passage.items():
+            for first in range(0, len(pairs), per_conversation):
+                group = pairs[first : first + per_conversation]
+                with_answer = rng.random() >= self.training.passages_without_answer
+                context = self.retrieved(group[0].question, answering, rng, with_answer)
+                examples.append(self.conversation(group, context=context, kind="qa_passages"))
         return examples
 
     def conversation(self, pairs: list[QAPair], context: str | None, kind: str = "qa") -> Example:
