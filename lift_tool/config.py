@@ -214,10 +214,10 @@ class Settings(BaseSettings):
         for name, value in AS_BEFORE.items():
             if training.get(name) == value:
                 del training[name]
-        relevant = {"lora": self.lora.model_dump(), "training": training}
         if training["mix"]["qa_passages"] == 0:  # none of the passage settings then changes what is learnt
             del training["mix"]["qa_passages"], training["passages_without_answer"]
-        else:  # the passages are cut and counted as retrieval's
+        relevant = {"lora": self.lora.model_dump(), "training": training}
+        if self.training.mix.qa_passages > 0:  # the passages are cut and counted as retrieval's
             relevant["passages"] = self.retrieval.model_dump(include={"k", "chunk_tokens", "chunk_overlap"})
         blob = json.dumps(relevant, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]

@@ -212,27 +212,16 @@ class TaskBuilder:
             examples += _draw(pools.conversations, mix.qa, rng)
 
         # Questions with their window in the prompt, several per window so the long prompt is paid for once.
-        by_window: dict[int, list[QAPair]] = {}
-        for pair in _draw(pools.answerable, mix.qa_long, rng):
-            if pair.sentence in pools.window_of_sentence:
-                by_window.setdefault(pools.window_of_sentence[pair.sentence], []).append(pair)
-        per_conversation = self.training.qa_per_conversation
-        for window, pairs in by_window.items():
-            for first in range(0, len(pairs), per_conversation):
-                group = pairs[first : first + per_conversation]
-                examples.append(self.conversation(group, context=pools.windows[window], kind="qa_long"))
+        size = self.training.qa_per_conversation
+        for window, group in _grouped(_draw(pools.answerable, mix.qa_long, rng), pools.window_of_sentence, size):
+            examples.append(self.conversation(group, context=pools.windows[window], kind="qa_long"))
 
         # Questions with retrieval's passages in the prompt, grouped by the chunk that answers them.
-        by_passage: dict[int, list[QAPair]] = {}
-        for pair in _draw(pools.answerable, mix.qa_passages, rng):
-            if pair.sentence in pools.passage_of_sentence:
-                by_passage.setdefault(pools.passage_of_sentence[pair.sentence], []).append(pair)
-        for answering, pairs in by_passage.items():
-            for first in range(0, len(pairs), per_conversation):
-                group = pairs[first : first + per_conversation]
-                with_answer = rng.random() >= self.training.passages_without_answer
-                context = self.retrieved(group[0].question, answering, rng, with_answer)
-                examples.append(self.conversation(group, context=context, kind="qa_passages"))
+        for answering, group in _grouped(_draw(pools.answerable, mix.qa_passages, rng), pools.passage_of_sentence,
+                                         size):
+            with_answer = rng.random() >= self.training.passages_without_answer
+            context = self.retrieved(group[0].question, answering, rng, with_answer)
+            examples.append(self.conversation(group, context=context, kind="qa_passages"))
         return examples
 
     def conversation(self, pairs: list[QAPair], context: str | None, kind: str = "qa") -> Example:
@@ -270,6 +259,17 @@ def _draw(pool: list, weight: float, rng: random.Random) -> list:
     drawn = [item for _ in range(whole) for item in pool]
     drawn += rng.sample(pool, round(fraction * len(pool)))
     return drawn
+
+
+def _grouped(pairs: list[QAPair], place_of_sentence: dict[int, int], size: int) -> list[tuple[int, list[QAPair]]]:
+    """The pairs whose evidence sentence has a place (its window, its chunk), grouped by that place in the order
+    the places first appear, at most ``size`` to a group."""
+    by_place: dict[int, list[QAPair]] = {}
+    for pair in pairs:
+        if pair.sentence in place_of_sentence:
+            by_place.setdefault(place_of_sentence[pair.sentence], []).append(pair)
+    return [(place, same[first : first + size]) for place, same in by_place.items()
+            for first in range(0, len(same), size)]
 
 
 def batches(examples: list[Example], batch_tokens: int, rng: random.Random) -> list[list[Example]]:
