@@ -1,7 +1,7 @@
 """Answering from memory: one pipeline for a question (``Lift.ask``) and for a conversation (``Lift.chat``).
 
     question ──► documents (the ones named, or chosen by retrieval) ──► mode (auto: adapter, document or passages)
-             ──► passages for the prompt (retrieved chunks, or the document cut to the window) ──► prompt
+             ──► passages for the prompt (retrieved chunks, or the documents cut to the window) ──► prompt
              ──► generation, with the documents' adapters active where the mode uses them (in this process, or on
                  the vLLM server of lift_tool.served)
              ──► lift+rag's trust rule ──► Answer (the text, the mode used, the documents and passages cited)
@@ -26,10 +26,11 @@ if TYPE_CHECKING:
     from lift_tool.memory.registry import AdapterEntry, DocumentEntry
     from lift_tool.memory.retrieval import RetrievedChunk
 
-Mode = Literal["auto", "base", "lift", "rag", "lift+rag", "context"]
+Mode = Literal["auto", "base", "lift", "lift+context", "rag", "lift+rag", "context"]
 MODES: tuple[str, ...] = get_args(Mode)
-ADAPTER_MODES = frozenset({"lift", "lift+rag"})  # the modes that answer with the documents' adapters
+ADAPTER_MODES = frozenset({"lift", "lift+context", "lift+rag"})  # the modes that answer with the documents' adapters
 RETRIEVAL_MODES = frozenset({"rag", "lift+rag"})  # the modes that put retrieved passages in the prompt
+DOCUMENT_MODES = frozenset({"context", "lift+context"})  # the modes that put the documents, cut to the window, in it
 NOTHING_MATCHES = "None of the stored documents seems to be about this question."
 
 
@@ -237,7 +238,7 @@ class Answering:
             elif mode in RETRIEVAL_MODES:
                 chunks = self._retrieve(prompt.question, entries)
                 prompt.passages = fit_context(tokenizer, "\n\n".join(chunk.text for chunk in chunks), budget)
-            elif mode == "context":
+            elif mode in DOCUMENT_MODES:
                 texts = [lift.registry.document_text(entry.doc_id) for entry in entries]
                 joined = texts[0] if len(texts) == 1 else "\n\n".join(f"# {t}\n{x}" for t, x in zip(titles, texts))
                 prompt.passages = fit_context(tokenizer, joined, budget)
@@ -289,7 +290,7 @@ class Answering:
                 return generate(model, titles, on_text, "base"), mode
         loaded = lift.loaded
         adapters = [lift.registry.adapter_for(entry.doc_id, loaded.fingerprint, loaded.name) for entry in entries]
-        if mode == "lift":
+        if mode != "lift+rag":  # lift, lift+context: the adapter answers with what the prompt holds
             return self._answer_with_adapters(adapters, titles, generate, on_text), mode
         # lift+rag: the adapter's answer is kept only if the model was sure of it; an adapter that has not learnt
         # the answer (a document absorbed under a short budget, say) is set aside, and the passages in the prompt
@@ -335,5 +336,5 @@ class Answering:
         return Reply(text, min(reply.least_token_probability for _, reply in (parts or replies)))
 
 
-__all__ = ["ADAPTER_MODES", "MODES", "Mode", "NOTHING_MATCHES", "Answer", "Answering", "ConversationPrompt",
-           "QuestionPrompt", "check_mode", "keeps_adapter_answer"]
+__all__ = ["ADAPTER_MODES", "DOCUMENT_MODES", "MODES", "Mode", "NOTHING_MATCHES", "Answer", "Answering",
+           "ConversationPrompt", "QuestionPrompt", "check_mode", "keeps_adapter_answer"]

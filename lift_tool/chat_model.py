@@ -64,11 +64,12 @@ class LiftChatModel(BaseChatModel):
 
     ``documents``: ids, id prefixes or titles to answer from; None chooses per message by retrieval (and the
     plain base model answers when no stored document is about it). ``mode``: as in ``Lift.ask`` (``auto``,
-    ``lift``, ``rag``, ``lift+rag``, ``context``, ``base``). The standard parameters: ``max_tokens`` (longest
-    reply; default the memory's ``max_new_tokens``), ``temperature`` (0 or None: greedy, the default), ``stop``
-    (strings that end the reply: generation stops there). Replies carry ``usage_metadata`` (tokens read and
-    written, over every generation the reply took) and the model's name in ``response_metadata``. Streaming is
-    supported, sync and async; tool calling is not (see the module's docstring).
+    ``lift``, ``lift+context``, ``rag``, ``lift+rag``, ``context``, ``base``). The standard parameters:
+    ``max_tokens`` (longest reply; default the memory's ``max_new_tokens``), ``temperature`` (0 or None: greedy,
+    the default), ``stop`` (strings that end the reply: generation stops there). Replies carry ``usage_metadata``
+    (tokens read and written, over every generation the reply took) and the model's name in
+    ``response_metadata``. Streaming is supported, sync and async; tool calling is not (see the module's
+    docstring).
     """
 
     lift: Any = Field(default=None, exclude=True)  # a Lift; None: the shared one for the environment's settings

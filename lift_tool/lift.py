@@ -494,8 +494,10 @@ class Lift:
         """Answer ``question`` from memory. ``documents``: ids, id prefixes or titles; None chooses by retrieval.
 
         Modes: ``base`` (no memory), ``lift`` (adapter, no document in the prompt), ``rag`` (retrieved chunks),
-        ``lift+rag`` (both), ``context`` (the document itself, cut to the model's window), ``auto`` (``lift+rag``
-        where the documents have adapters, else ``context`` if they fit the window, else ``rag``).
+        ``lift+rag`` (both), ``context`` (the document itself, cut to the model's window: its middle left out),
+        ``lift+context`` (the adapter and the document cut to the window, as the LIFT paper evaluates it),
+        ``auto`` (``lift+rag`` where the documents have adapters, else ``context`` if they fit the window, else
+        ``rag``).
         ``lift+rag`` answers from the chunks without the adapter (``mode`` "rag" in the answer) when the adapter is
         unsure of its answer (``settings.retrieval.adapter_min_probability``) or says the document does not tell.
         ``context``: your own text for the prompt, with ``base`` or ``lift`` (e.g. the adapter plus a passage).

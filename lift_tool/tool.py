@@ -36,7 +36,8 @@ if TYPE_CHECKING:
 _log = logging.getLogger("lift_tool.tool")
 
 MODE_HELP = ("auto (default: the adapter where there is one, else the document or retrieved passages), lift "
-             "(adapter only), rag (retrieved passages), lift+rag, context (the document in the prompt), base (no memory)")
+             "(adapter only), rag (retrieved passages), lift+rag, context (the document in the prompt, cut to the "
+             "window), lift+context (the adapter and the document cut to the window), base (no memory)")
 
 
 # -------------------------------------------------------------------------------------------- common parts
@@ -162,6 +163,7 @@ class LiftMemory(_LiftTool):
             "rag": "from retrieved passages",
             "lift+rag": "from its adapter and retrieved passages",
             "context": "with the document in the prompt",
+            "lift+context": "from its adapter, with the document in the prompt",
             "base": "without memory",
         }.get(answer.mode, answer.mode)
         parts = []

@@ -120,8 +120,9 @@ def test_methods_are_every_answer_mode_in_the_report_order():
     from lift_tool.answering import MODES
     from lift_tool.eval import ADAPTER_METHODS, EVAL_METHODS
 
-    assert EVAL_METHODS == ("base", "context", "rag", "lift", "lift+rag", "auto") and set(EVAL_METHODS) == set(MODES)
-    assert ADAPTER_METHODS == {"lift", "lift+rag", "auto"}
+    assert EVAL_METHODS == ("base", "context", "rag", "lift", "lift+context", "lift+rag", "auto")
+    assert set(EVAL_METHODS) == set(MODES)
+    assert ADAPTER_METHODS == {"lift", "lift+context", "lift+rag", "auto"}
 
 
 def test_unknown_method_is_a_config_error(tmp_path, tiny_settings):

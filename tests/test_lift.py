@@ -36,7 +36,7 @@ def test_absorb_then_cache_hit_then_forget(lift):
 def test_every_mode_answers_and_reports_itself(lift):
     lift.settings.retrieval.adapter_min_probability = 0.0  # keep the (random) adapter's answers, however unsure
     doc = lift.absorb(TEXT, progress=False).document
-    for mode in ("base", "lift", "rag", "lift+rag", "context"):
+    for mode in ("base", "lift", "lift+context", "rag", "lift+rag", "context"):
         answer = lift.ask("Who founded Brimley?", [doc.doc_id[:8]], mode=mode)
         assert answer.mode == mode and answer.documents == [(doc.doc_id, "Brimley")]
         assert bool(answer.chunks) == (mode in {"rag", "lift+rag"})
@@ -72,6 +72,14 @@ def test_lift_rag_sets_aside_an_adapter_answer_the_model_is_unsure_of(lift):
     assert set_aside.mode == "rag" and set_aside.chunks == rag.chunks
     assert (set_aside.text, set_aside.least_token_probability) == (rag.text, rag.least_token_probability)
     assert streamed == [set_aside.text]  # only the answer given, not the one set aside
+
+
+def test_lift_context_is_the_adapter_with_the_document_in_the_prompt(lift):
+    doc = lift.absorb(TEXT, progress=False).document
+    question = "Who founded Brimley?"
+    answer = lift.ask(question, [doc.doc_id], mode="lift+context")
+    assert answer.mode == "lift+context" and not answer.chunks
+    assert answer.text == lift.ask(question, [doc.doc_id], mode="lift", context=TEXT).text
 
 
 def test_lift_rag_keeps_a_sure_answer_unless_it_says_the_document_does_not_tell():
