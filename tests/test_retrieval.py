@@ -409,6 +409,50 @@ def test_reopens_in_a_fresh_process(store):
     assert there["hits"][0][2] == pytest.approx(here[0].score, abs=1e-4)
 
 
+OPEN_IN_STEP = """
+import sys, time
+from pathlib import Path
+from lift_tool.memory.retrieval.chroma import shared_client
+go, ready, folders = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3:]
+ready.touch()
+failed = []
+for folder in folders:  # each folder opened the moment it is announced, as the other processes open it
+    while not (go / Path(folder).name).exists():
+        time.sleep(0.001)
+    try:
+        shared_client(folder, writing=True)
+    except Exception as err:
+        failed.append(f"{folder}: {err}")
+print(failed)
+"""
+
+
+@pytest.mark.integration
+def test_processes_creating_the_same_store_at_once_all_open_it(tmp_path):
+    """Chroma makes a new store's tables when it is first opened: a process that loses the race gets "database is
+    locked" or "table collections already exists" and must wait for the other one, not fail."""
+    import time
+
+    go = tmp_path / "go"
+    go.mkdir()
+    folders = [str(tmp_path / f"store-{n}") for n in range(6)]
+    readies = [tmp_path / f"ready-{n}" for n in range(3)]
+    env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    processes = [subprocess.Popen([sys.executable, "-c", OPEN_IN_STEP, str(go), str(ready), *folders], cwd=REPO,
+                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for ready in readies]
+    deadline = time.monotonic() + 120
+    while not all(ready.exists() for ready in readies) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for folder in folders:
+        (go / Path(folder).name).touch()
+        time.sleep(0.5)
+    for process in processes:
+        out, err = process.communicate(timeout=120)
+        assert process.returncode == 0, err[-3000:]
+        assert out.strip().splitlines()[-1] == "[]"
+
+
 def test_choose_documents(store):
     for question, doc_id in [
         ("When did the mites kill the bee colonies?", "bees"),

@@ -69,6 +69,12 @@ def _file_identity(folder: str) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
+def _created_beside(err: Exception) -> bool:
+    """Whether opening a store failed because another process was creating its database at the same moment."""
+    message = str(err)
+    return "database is locked" in message or ("table" in message and "already exists" in message)
+
+
 def _drop_chroma_system(folder: str) -> None:
     """Forget Chroma's cached system for ``folder`` (only that one), so the next client opens the disk anew.
 
@@ -124,8 +130,9 @@ def shared_client(folder: str, writing: bool = False) -> Any:
             except Exception as err:  # not writable, not a folder, opened here with other settings, or locked
                 _drop_chroma_system(folder)  # a half-started one would fail every later try, even once the cause is gone
                 # Processes that create a store's database at once get "database is locked" from its SQLite
-                # without a wait: try again until the other one is done.
-                if "database is locked" in str(err) and time.monotonic() < deadline:
+                # without a wait, or "table ... already exists" when the other one made its tables first: try
+                # again until the other one is done (the tables it made are then found, not made again).
+                if _created_beside(err) and time.monotonic() < deadline:
                     time.sleep(0.05)
                     continue
                 problem = write_problem(folder, err)
