@@ -381,11 +381,16 @@ def test_interrupted_add_leaves_nothing_behind(tmp_path, embedder):
     assert s.add_document("all", "All", body) > 64 and s.has_document("all")
 
 
+def fresh_python_env() -> dict[str, str]:
+    """The environment of a fresh interpreter: the repository importable, no network."""
+    return dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+
+
 def run_python(code: str) -> dict:
-    """Run code in a fresh interpreter (the repository importable, no network) and parse its last line."""
-    env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    """Run code in a fresh interpreter (see ``fresh_python_env``) and parse its last line."""
     done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", textwrap.dedent(code)], cwd=REPO, env=fresh_python_env(), capture_output=True,
+        text=True, timeout=120
     )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -437,9 +442,8 @@ def test_processes_creating_the_same_store_at_once_all_open_it(tmp_path):
     go.mkdir()
     folders = [str(tmp_path / f"store-{n}") for n in range(6)]
     readies = [tmp_path / f"ready-{n}" for n in range(3)]
-    env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     processes = [subprocess.Popen([sys.executable, "-c", OPEN_IN_STEP, str(go), str(ready), *folders], cwd=REPO,
-                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                  env=fresh_python_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                  for ready in readies]
     deadline = time.monotonic() + 120
     while not all(ready.exists() for ready in readies) and time.monotonic() < deadline:
