@@ -170,16 +170,35 @@ def floors(name: str, summary: dict, documents: dict, rows: list[dict]) -> list[
              f"- lift+rag F1 {s['lift+rag']['f1']} >= truncated context F1 {s['context']['f1']}: "
              f"{'yes' if met else '**no**'}",
              f"- the paper's ordering, lift above truncated context: lift {s['lift']['f1']} vs context "
-             f"{s['context']['f1']}: {'yes' if ordering else 'no'}"]
+             f"{s['context']['f1']}: {'yes' if ordering else 'no'}; {paired_difference(rows, 'lift', 'context')}"]
     if s.get("rag", {}).get("f1") is not None:
         above = s["lift+rag"]["f1"] >= s["rag"]["f1"] + 3
         lines.append(f"- lift+rag at least 3 above rag: {s['lift+rag']['f1']} vs {s['rag']['f1']}: "
-                     f"{'yes' if above else 'no'}")
+                     f"{'yes' if above else 'no'}; {paired_difference(rows, 'lift+rag', 'rag')}")
     if s.get("lift+context", {}).get("f1") is not None:  # the adapter and the truncated document, as LIFT's code asks
         better = s["lift+context"]["f1"] > s["context"]["f1"]
         lines.append(f"- the adapter with the truncated document above the document alone: lift+context "
-                     f"{s['lift+context']['f1']} vs context {s['context']['f1']}: {'yes' if better else 'no'}")
-    return lines + [""]
+                     f"{s['lift+context']['f1']} vs context {s['context']['f1']}: {'yes' if better else 'no'}; "
+                     f"{paired_difference(rows, 'lift+context', 'context')}")
+    return lines + ["", "Difference: the mean over the questions both methods answered of one's F1 minus the "
+                        "other's, with its 95% bootstrap interval (questions resampled): an interval that holds 0 "
+                        "does not tell the two methods apart on these questions.", ""]
+
+
+def paired_difference(rows: list[dict], method: str, other: str) -> str:
+    """``method``'s F1 minus ``other``'s, question by question: the mean and its 95% bootstrap interval."""
+    from lift_tool.eval.plot import bootstrap_interval
+
+    f1 = {}
+    for row in rows:
+        if row["method"] in (method, other) and row.get("f1") is not None:
+            f1[row["method"], row["doc_id"], row["index"]] = 100 * row["f1"]
+    differences = [value - f1[other, doc_id, index] for (name, doc_id, index), value in f1.items()
+                   if name == method and (other, doc_id, index) in f1]
+    if not differences:
+        return "difference not measured"
+    low, high = bootstrap_interval(differences)
+    return f"difference {sum(differences) / len(differences):+.1f} F1 (95% {low:+.1f} to {high:+.1f}, n={len(differences)})"
 
 
 def unfinished(name: str, rows: list[dict]) -> list[str]:
