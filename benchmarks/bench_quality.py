@@ -201,6 +201,58 @@ def paired_difference(rows: list[dict], method: str, other: str) -> str:
     return f"difference {sum(differences) / len(differences):+.1f} F1 (95% {low:+.1f} to {high:+.1f}, n={len(differences)})"
 
 
+def by_evidence(name: str, rows: list[dict], settings) -> list[str]:
+    """F1 per method over the questions whose evidence (LooGLE's passages that answer them) lies in the part of the
+    document that ``context`` keeps (its beginning and end, cut to the window) and over those whose evidence lies
+    in the middle that it leaves out, as report lines: where the adapter has to beat the truncated document."""
+    import re
+    import statistics
+
+    from transformers import AutoTokenizer
+
+    from lift_tool.eval import EVAL_METHODS, load_dataset
+    from lift_tool.generation import context_budget
+    from lift_tool.models.loading import resolve_spec
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_spec(settings.model, settings)[1])
+    window = settings.context_window
+    where = {}
+    for document in load_dataset(QUALITY_SETS[name][0]):
+        length = len(tokenizer(document.text, add_special_tokens=False)["input_ids"])
+        for question in document.questions:
+            budget = context_budget(tokenizer, window, question.prompt, [document.title], settings.max_new_tokens)
+            places = set()
+            for piece in question.evidence:  # found by its first words, whatever the white space between them
+                words = piece.split()[:12]
+                found = re.search(r"\s+".join(map(re.escape, words)), document.text) if words else None
+                if found is None:
+                    places.add("not found")
+                    continue
+                start = len(tokenizer(document.text[:found.start()], add_special_tokens=False)["input_ids"])
+                kept = length <= budget or start < budget // 2 or start >= length - (budget - budget // 2)
+                places.add("kept" if kept else "left out")
+            where[document.doc_id, question.index] = places.pop() if len(places) == 1 else "both or not found"
+    groups: dict[str, dict[str, list[float]]] = {}
+    for row in rows:
+        if row.get("f1") is not None:
+            place = where.get((row["doc_id"], row["index"]), "both or not found")
+            groups.setdefault(place, {}).setdefault(row["method"], []).append(100 * row["f1"])
+    methods = [m for m in EVAL_METHODS if any(m in cells for cells in groups.values())]
+    lines = [f"## By where the evidence lies ({name})", "",
+             f"F1 over the questions whose evidence lies in the part of the document that `context` keeps (its "
+             f"beginning and end, cut to the {window}-token window) or in the middle it leaves out.", "",
+             "| evidence | questions | " + " | ".join(methods) + " |", "|---|---|" + "---|" * len(methods)]
+    labels = {"kept": "in the kept beginning or end", "left out": "in the middle left out",
+              "both or not found": "in both, or not found verbatim", "not found": "not found verbatim"}
+    for place in ("kept", "left out", "both or not found", "not found"):
+        cells = groups.get(place)
+        if cells:
+            n = max(len(values) for values in cells.values())
+            lines.append(f"| {labels[place]} | {n} | " + " | ".join(
+                f"{statistics.mean(cells[m]):.1f}" if m in cells else "-" for m in methods) + " |")
+    return lines + [""]
+
+
 def unfinished(name: str, rows: list[dict]) -> list[str]:
     """A line saying which documents of the set the run has not answered yet (none when it has them all)."""
     from lift_tool.eval import load_dataset
@@ -248,6 +300,8 @@ def render(args, name: str) -> str | None:
     lines = intro(args.model, name, args.max_new_tokens, args.context_window)
     lines += unfinished(name, rows)
     lines += floors(name, summarise(rows, documents), documents, rows)
+    if name in ("loogle-short", "loogle-long") and args.context_window:
+        lines += by_evidence(name, rows, run_settings(args))
     lines += [f"## {name}", "",
               f"Command: `{with_environment(how.get('command', '(not recorded)'), how.get('environment', {}))}`, "
               f"{how.get('started', '?')}, {how.get('minutes', '?')} min for that invocation (a resumed run "

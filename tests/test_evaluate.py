@@ -66,6 +66,7 @@ def test_loads_loogle_format(tmp_path):
     assert (free.kind, free.answers, free.qtype) == ("free", ["Kelp glass."], "short_dependency")
     assert (mc.kind, mc.answers, mc.qtype) == ("mc", ["2"], "computation")
     assert mc.prompt.endswith("Answer with the number of the correct option.")
+    assert free.evidence == ["Harrowmere's chief export is kelp glass."] and mc.evidence == ["..."]
 
 
 def test_loads_the_shared_data_when_present():

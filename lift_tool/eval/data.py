@@ -35,6 +35,7 @@ class EvalQuestion:
     unanswerable: bool = False
     options: dict[str, str] = field(default_factory=dict)  # "mc": label -> option text
     qtype: str = ""  # the data set's category (LooGLE's long-dependency type, QuALITY, SQuAD, ...)
+    evidence: list[str] = field(default_factory=list)  # the passages of the document that answer it (LooGLE's S)
 
     @property
     def prompt(self) -> str:
@@ -156,9 +157,12 @@ def _loogle_record(record: dict) -> EvalDocument:
             raise InputError(f"document {title!r}, question {index + 1}: needs Q and A")
         text, answer = pair["Q"].strip(), str(pair["A"]).strip()
         qtype = pair.get("type") or "short_dependency"
+        evidence = pair.get("S") or []
+        evidence = [str(piece) for piece in (evidence if isinstance(evidence, list) else [evidence]) if str(piece).strip()]
         options = parse_options(text)
         if options and answer.rstrip(".") in options:  # long-dependency questions with numbered options
-            questions.append(EvalQuestion(index, text, "mc", [answer.rstrip(".")], options=options, qtype=qtype))
+            questions.append(EvalQuestion(index, text, "mc", [answer.rstrip(".")], options=options, qtype=qtype,
+                                          evidence=evidence))
         else:
-            questions.append(EvalQuestion(index, text, "free", [answer], qtype=qtype))
+            questions.append(EvalQuestion(index, text, "free", [answer], qtype=qtype, evidence=evidence))
     return EvalDocument(title, record["input"], questions, title=title)
