@@ -189,66 +189,100 @@ def paired_difference(rows: list[dict], method: str, other: str) -> str:
     """``method``'s F1 minus ``other``'s, question by question: the mean and its 95% bootstrap interval."""
     from lift_tool.eval.plot import bootstrap_interval
 
-    f1 = {}
+    f1: dict[tuple[str, str, int], float] = {}
     for row in rows:
         if row["method"] in (method, other) and row.get("f1") is not None:
             f1[row["method"], row["doc_id"], row["index"]] = 100 * row["f1"]
-    differences = [value - f1[other, doc_id, index] for (name, doc_id, index), value in f1.items()
-                   if name == method and (other, doc_id, index) in f1]
+    differences = [value - f1[other, doc_id, index] for (m, doc_id, index), value in f1.items()
+                   if m == method and (other, doc_id, index) in f1]
     if not differences:
         return "difference not measured"
     low, high = bootstrap_interval(differences)
-    return f"difference {sum(differences) / len(differences):+.1f} F1 (95% {low:+.1f} to {high:+.1f}, n={len(differences)})"
+    mean = sum(differences) / len(differences)
+    return f"difference {mean:+.1f} F1 (95% {low:+.1f} to {high:+.1f}, n={len(differences)})"
 
 
-def by_evidence(name: str, rows: list[dict], settings) -> list[str]:
-    """F1 per method over the questions whose evidence (LooGLE's passages that answer them) lies in the part of the
-    document that ``context`` keeps (its beginning and end, cut to the window) and over those whose evidence lies
-    in the middle that it leaves out, as report lines: where the adapter has to beat the truncated document."""
+EVIDENCE_PLACES = {  # where a question's evidence lies against the truncated document, as the report names it
+    "kept": "in the kept beginning or end",
+    "left out": "in the middle left out",
+    "partly kept": "partly kept, partly left out",
+    "not found": "not found verbatim in the document",
+    "none": "the data gives none",
+}
+
+
+def evidence_places(name: str, settings) -> dict[tuple[str, int], str]:
+    """For each question of the set, where its evidence (LooGLE's passages that answer it) lies against what
+    ``context`` keeps of the document: its stored text cut to the window by removing the middle (fit_context)."""
     import re
-    import statistics
+    from bisect import bisect_right
 
     from transformers import AutoTokenizer
 
-    from lift_tool.eval import EVAL_METHODS, load_dataset
+    from lift_tool.eval import load_dataset
     from lift_tool.generation import context_budget
     from lift_tool.models.loading import resolve_spec
+    from lift_tool.segment import normalise_text
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_spec(settings.model, settings)[1])
-    window = settings.context_window
-    where = {}
+    places = {}
     for document in load_dataset(QUALITY_SETS[name][0]):
-        length = len(tokenizer(document.text, add_special_tokens=False)["input_ids"])
+        text = normalise_text(document.text)  # the registry's text, the one `context` cuts
+        starts = [start for start, _ in tokenizer(text, add_special_tokens=False,
+                                                   return_offsets_mapping=True)["offset_mapping"]]
         for question in document.questions:
-            budget = context_budget(tokenizer, window, question.prompt, [document.title], settings.max_new_tokens)
-            places = set()
+            budget = context_budget(tokenizer, settings.context_window, question.prompt, [document.title],
+                                    settings.max_new_tokens)
+            head, tail = budget // 2, budget - budget // 2
+            kept = set()
             for piece in question.evidence:  # found by its first words, whatever the white space between them
-                words = piece.split()[:12]
-                found = re.search(r"\s+".join(map(re.escape, words)), document.text) if words else None
+                found = re.search(r"\s+".join(map(re.escape, piece.split()[:12])), text)
                 if found is None:
-                    places.add("not found")
+                    kept.add(None)
                     continue
-                start = len(tokenizer(document.text[:found.start()], add_special_tokens=False)["input_ids"])
-                kept = length <= budget or start < budget // 2 or start >= length - (budget - budget // 2)
-                places.add("kept" if kept else "left out")
-            where[document.doc_id, question.index] = places.pop() if len(places) == 1 else "both or not found"
-    groups: dict[str, dict[str, list[float]]] = {}
+                first = bisect_right(starts, found.start()) - 1  # the tokens the piece starts and ends in
+                last = bisect_right(starts, found.start() + len(piece) - 1) - 1
+                kept |= {len(starts) <= budget or token < head or token >= len(starts) - tail
+                         for token in range(first, last + 1)}
+            places[document.doc_id, question.index] = (
+                "none" if not kept else "not found" if None in kept else
+                "partly kept" if len(kept) == 2 else "kept" if True in kept else "left out")
+    return places
+
+
+def by_evidence(name: str, rows: list[dict], settings) -> list[str]:
+    """F1 per method over the questions whose evidence lies in the part of the document that ``context`` keeps
+    and over those whose evidence lies in the middle that it leaves out, as report lines: where the adapter has
+    to beat the truncated document."""
+    import statistics
+
+    from lift_tool.errors import LiftError
+    from lift_tool.eval import EVAL_METHODS
+
+    heading = [f"## By where the evidence lies ({name})", ""]
+    try:
+        places = evidence_places(name, settings)
+    except (OSError, LiftError) as err:  # --report-only on a machine without the model
+        return heading + [f"- not measured: the model's tokenizer could not be loaded ({err})", ""]
+    scores: dict[str, dict[str, list[float]]] = {}
+    questions: dict[str, set] = {}
     for row in rows:
         if row.get("f1") is not None:
-            place = where.get((row["doc_id"], row["index"]), "both or not found")
-            groups.setdefault(place, {}).setdefault(row["method"], []).append(100 * row["f1"])
-    methods = [m for m in EVAL_METHODS if any(m in cells for cells in groups.values())]
-    lines = [f"## By where the evidence lies ({name})", "",
-             f"F1 over the questions whose evidence lies in the part of the document that `context` keeps (its "
-             f"beginning and end, cut to the {window}-token window) or in the middle it leaves out.", "",
-             "| evidence | questions | " + " | ".join(methods) + " |", "|---|---|" + "---|" * len(methods)]
-    labels = {"kept": "in the kept beginning or end", "left out": "in the middle left out",
-              "both or not found": "in both, or not found verbatim", "not found": "not found verbatim"}
-    for place in ("kept", "left out", "both or not found", "not found"):
-        cells = groups.get(place)
-        if cells:
-            n = max(len(values) for values in cells.values())
-            lines.append(f"| {labels[place]} | {n} | " + " | ".join(
+            place = places.get((row["doc_id"], row["index"]), "none")
+            scores.setdefault(place, {}).setdefault(row["method"], []).append(100 * row["f1"])
+            questions.setdefault(place, set()).add((row["doc_id"], row["index"]))
+    if not scores:
+        return heading + ["- not measured: no free-form questions were answered", ""]
+    methods = [m for m in EVAL_METHODS if any(m in cells for cells in scores.values())]
+    lines = heading + [
+        f"F1 over the questions whose evidence lies in the part of the document that `context` keeps (its beginning "
+        f"and end, cut to the {settings.context_window}-token window) or in the middle it leaves out (in an "
+        "unfinished run a method may not have answered all of them).", "",
+        "| evidence | questions | " + " | ".join(methods) + " |", "|---|---|" + "---|" * len(methods)]
+    for place, label in EVIDENCE_PLACES.items():
+        if place in scores:
+            cells = scores[place]
+            lines.append(f"| {label} | {len(questions[place])} | " + " | ".join(
                 f"{statistics.mean(cells[m]):.1f}" if m in cells else "-" for m in methods) + " |")
     return lines + [""]
 
@@ -300,7 +334,7 @@ def render(args, name: str) -> str | None:
     lines = intro(args.model, name, args.max_new_tokens, args.context_window)
     lines += unfinished(name, rows)
     lines += floors(name, summarise(rows, documents), documents, rows)
-    if name in ("loogle-short", "loogle-long") and args.context_window:
+    if name in ("loogle-short", "loogle-long") and args.context_window:  # (the model's own window: not computed)
         lines += by_evidence(name, rows, run_settings(args))
     lines += [f"## {name}", "",
               f"Command: `{with_environment(how.get('command', '(not recorded)'), how.get('environment', {}))}`, "
