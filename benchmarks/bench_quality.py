@@ -29,7 +29,9 @@ Writes one file set per model and set into benchmarks/results/quality/: MODEL-SE
 command, machine and recipe), MODEL-SET.json.gz (every question, method, answer and score), MODEL-SET.run.json
 (what the rows depend on, and each document's absorption: with the rows, what a run on another machine goes on
 from) and MODEL-SET.png (quality against cost). With --label LABEL the names are MODEL-SET-LABEL.*: a run kept
-beside the current one (for example on a CPU without bf16 kernels).
+beside the current one (for example on a CPU without bf16 kernels). A LooGLE report gives each floor's paired
+difference with its 95% bootstrap interval and, with --context-window, each method's F1 by where the question's
+evidence lies: in the beginning and end that the truncated document keeps, or in the middle it leaves out.
 """
 
 from __future__ import annotations
