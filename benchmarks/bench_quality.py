@@ -222,7 +222,7 @@ def evidence_places(name: str, settings) -> dict[tuple[str, int], str]:
     from transformers import AutoTokenizer
 
     from lift_tool.eval import load_dataset
-    from lift_tool.generation import context_budget
+    from lift_tool.generation import context_budget, middle_cut
     from lift_tool.models.loading import resolve_spec
     from lift_tool.segment import normalise_text
 
@@ -235,7 +235,7 @@ def evidence_places(name: str, settings) -> dict[tuple[str, int], str]:
         for question in document.questions:
             budget = context_budget(tokenizer, settings.context_window, question.prompt, [document.title],
                                     settings.max_new_tokens)
-            head, tail = budget // 2, budget - budget // 2
+            head, tail = middle_cut(budget)
             kept = set()
             for piece in question.evidence:  # found by its first words, whatever the white space between them
                 found = re.search(r"\s+".join(map(re.escape, piece.split()[:12])), text)
@@ -323,7 +323,8 @@ def render(args, name: str) -> str | None:
     """The report of one set for this model and training recipe, from the set's work folder (None: not run)."""
     from lift_tool.eval import summarise
 
-    work = quality_work_dir(args.work, args.model, name, run_settings(args))
+    settings = run_settings(args)
+    work = quality_work_dir(args.work, args.model, name, settings)
     if not ((work / "results.json").is_file() and (work / "report.md").is_file()):
         return None
     rows = read_json(work / "results.json")
@@ -337,7 +338,7 @@ def render(args, name: str) -> str | None:
     lines += unfinished(name, rows)
     lines += floors(name, summarise(rows, documents), documents, rows)
     if name in ("loogle-short", "loogle-long") and args.context_window:  # (the model's own window: not computed)
-        lines += by_evidence(name, rows, run_settings(args))
+        lines += by_evidence(name, rows, settings)
     lines += [f"## {name}", "",
               f"Command: `{with_environment(how.get('command', '(not recorded)'), how.get('environment', {}))}`, "
               f"{how.get('started', '?')}, {how.get('minutes', '?')} min for that invocation (a resumed run "

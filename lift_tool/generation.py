@@ -195,9 +195,14 @@ def fit_context(tokenizer, text: str, budget_tokens: int) -> str:
         return text
     if budget_tokens <= 0:
         return ""
-    head = budget_tokens // 2
-    tail = budget_tokens - head
+    head, tail = middle_cut(budget_tokens)
     return tokenizer.decode(ids[:head]) + "\n[…]\n" + tokenizer.decode(ids[-tail:])
+
+
+def middle_cut(budget_tokens: int) -> tuple[int, int]:
+    """The tokens that :func:`fit_context` keeps of a text longer than ``budget_tokens``: how many from its
+    beginning and how many from its end."""
+    return budget_tokens // 2, budget_tokens - budget_tokens // 2
 
 
 def context_budget(tokenizer, context_window: int, question: str, titles: list[str], max_new_tokens: int) -> int:
