@@ -6,10 +6,12 @@ than the setting's probability, lift+rag sets the answer aside and reads the pas
 does. This script takes the adapters and rag answers of the runs that ``bench_quality.py`` left in its work folders
 (run it first), asks every question once more with lift+rag keeping every adapter answer (setting 0; an answer
 that says the document does not tell is set aside whatever the setting), and scores each threshold: the adapter's
-answer where it was sure enough, the rag answer elsewhere.
+answer where it was sure enough, the rag answer elsewhere. The report also gives the ceiling of every rule of this
+kind (the better of the two answers on each question) and, with ``--mixed WEIGHT``, the score of one decoding that
+mixes the adapter's and the base model's next-token log-probabilities over the same passages.
 
     python benchmarks/bench_adapter_trust.py [--runs qwen2.5-coder-0.5b:squad,smollm2-135m:loogle-short,...]
-        [--work DIR] [--out DIR]
+        [--work DIR] [--out DIR] [--mixed WEIGHT]
 
 Writes one report per model of the runs: benchmarks/results/adapter_trust/MODEL.md, with MODEL.json.gz (the
 sweep and every adapter answer).
@@ -50,6 +52,57 @@ def adapter_answers(folder: Path, name: str) -> list[dict]:
     return out
 
 
+def mixed_answers(folder: Path, name: str, weight: float) -> list[dict]:
+    """Every question of the run answered by one greedy decoding over rag's passages that mixes, token by token,
+    the adapter's log-probabilities (``weight``) with the base model's (1 - ``weight``): a product of the two
+    models rather than a choice between their answers. One row per question, as the run's rows."""
+    import torch
+
+    from lift_tool.answering import QuestionPrompt
+    from lift_tool.eval import score_answer
+    from lift_tool.generation import _stop_ids, fit_context
+    from lift_tool.prompts import render
+
+    lift, documents, questions, rag_rows = open_run(folder, name)
+    tokenizer, pool = lift.loaded.tokenizer, lift.generator
+    stops, settings = set(_stop_ids(tokenizer)), lift.settings
+
+    def next_logprobs(model, ids, past):
+        output = model(input_ids=ids, past_key_values=past, use_cache=True)
+        return torch.log_softmax(output.logits[0, -1].float(), dim=-1), output.past_key_values
+
+    out = []
+    for number, rag in enumerate(rag_rows, 1):
+        question = questions[(rag["doc_id"], rag["index"])]
+        entry = lift.registry.resolve(documents[rag["doc_id"]]["lift_doc_id"])
+        adapter = lift.registry.adapter_for(entry.doc_id, lift.loaded.fingerprint, lift.loaded.name)
+        started = time.monotonic()
+        chunks = lift.store.search(question.prompt, k=settings.retrieval.k, doc_ids=[entry.doc_id],
+                                   method=settings.retrieval.search)
+        prompt = QuestionPrompt(question.prompt)
+        room = prompt.room(tokenizer, lift.context_window, [entry.title], settings.max_new_tokens)
+        prompt.passages = fit_context(tokenizer, "\n\n".join(chunk.text for chunk in chunks), room)
+        ids = tokenizer(render(tokenizer, prompt.messages([entry.title]), True), return_tensors="pt",
+                        add_special_tokens=False)["input_ids"]
+        written, with_adapter, without = [], None, None
+        with torch.inference_mode():
+            for _ in range(settings.max_new_tokens):
+                with pool.activate(adapter) as model:
+                    adapter_lp, with_adapter = next_logprobs(model, ids, with_adapter)
+                with pool.base() as model:
+                    base_lp, without = next_logprobs(model, ids, without)
+                token = int(torch.argmax(weight * adapter_lp + (1 - weight) * base_lp))
+                if token in stops:
+                    break
+                written.append(token)
+                ids = torch.tensor([[token]])
+        text = tokenizer.decode(written, skip_special_tokens=True).strip()
+        out.append({**rag, "method": "mixed", "prediction": text, **score_answer(question, text),
+                    "latency_s": round(time.monotonic() - started, 3)})
+        print(f"  [{number}/{len(rag_rows)}] mixed {text[:60]!r}", flush=True)
+    return out
+
+
 def sweep(answers: list[dict], documents: dict) -> list[dict]:
     """Per threshold: F1 of lift+rag, how often it kept the adapter's answer, and its mean seconds per question
     (the adapter's answer, plus the rag answer where it was set aside)."""
@@ -67,6 +120,18 @@ def sweep(answers: list[dict], documents: dict) -> list[dict]:
         lines.append({"threshold": threshold, "f1": summary["f1"], "kept_percent": round(100 * kept / len(answers), 1),
                       "mean_s": round(statistics.fmean(seconds), 2)})
     return lines
+
+
+def ceiling(answers: list[dict], documents: dict) -> dict:
+    """What the best possible rule of this kind reaches: on each question the better of the adapter's answer and
+    the rag answer (by the question's score), and how often the adapter's was the better one."""
+    from lift_tool.eval import summarise
+
+    rows = [{**max(item["rag"], item["adapter"], key=lambda row: row["score"]), "method": "lift+rag"}
+            for item in answers]
+    better = sum(item["adapter"]["score"] > item["rag"]["score"] for item in answers)
+    return {"f1": summarise(rows, documents)["lift+rag"]["f1"],
+            "adapter_better_percent": round(100 * better / len(answers), 1)}
 
 
 def render(model: str, results: dict, default: float, started: str, minutes: float, description: str) -> str:
@@ -96,7 +161,16 @@ def render(model: str, results: dict, default: float, started: str, minutes: flo
             mark = " (default)" if line["threshold"] == default else ""
             lines.append(f"| {line['threshold']:g}{mark} | {line['f1']:.1f} | {line['kept_percent']:.0f} | "
                          f"{line['mean_s']:.2f} |")
-        lines.append("")
+        best = result["ceiling"]
+        if "mixed" in result:
+            mixed = result["mixed"]
+            lines += ["", f"One decoding that mixes the two models token by token (log-probabilities weighted "
+                          f"{mixed['weight']:g} for the adapter, {1 - mixed['weight']:g} for the base model, over "
+                          f"rag's passages): F1 **{mixed['f1']:.1f}**, {mixed['mean_s']:.2f} s per question."]
+        lines += ["", f"No threshold, and no other rule that chooses between the two answers question by question, can "
+                      f"score above **{best['f1']:.1f}**: the better of the adapter's answer and the rag answer on each "
+                      f"question. The adapter's answer is the better one on {best['adapter_better_percent']:.0f}% of "
+                      "the questions.", ""]
     lines.append(f"Rows (the sweep and every adapter answer with its least token probability): "
                  f"`{model_tag(model)}.json.gz`.")
     return "\n".join(lines) + "\n"
@@ -107,6 +181,9 @@ def main() -> None:
     parser.add_argument("--runs", default=",".join(RUNS), help="MODEL:SET pairs (sets of bench_quality.py)")
     parser.add_argument("--work", type=Path, default=WORK, help="bench_quality.py's --work")
     parser.add_argument("--out", type=Path, default=results_dir("adapter_trust"))
+    parser.add_argument("--mixed", type=float, default=None, metavar="WEIGHT",
+                        help="also answer with one decoding that mixes the adapter's log-probabilities (this weight) "
+                             "with the base model's")
     args = parser.parse_args()
     from lift_tool.eval import summarise
 
@@ -124,12 +201,16 @@ def main() -> None:
         answers = adapter_answers(folder, name)
         results.setdefault(model, {})[run] = {
             "context_f1": reference["context"]["f1"], "rag_f1": reference["rag"]["f1"],
-            "questions": len(answers), "sweep": sweep(answers, documents),
+            "questions": len(answers), "sweep": sweep(answers, documents), "ceiling": ceiling(answers, documents),
             "answers": [{"doc_id": a["rag"]["doc_id"], "index": a["rag"]["index"],
                          "adapter": a["adapter"]["prediction"], "adapter_score": a["adapter"]["score"],
                          "rag_score": a["rag"]["score"],
                          "least_token_probability": round(a["least_token_probability"], 4)}
                         for a in answers]}
+        if args.mixed is not None:
+            mixed = mixed_answers(folder, name, args.mixed)
+            results[model][run]["mixed"] = {"weight": args.mixed, "f1": summarise(mixed, documents)["mixed"]["f1"],
+                                            "mean_s": round(statistics.fmean(r["latency_s"] for r in mixed), 2)}
     minutes = (time.monotonic() - t0) / 60
 
     from lift_tool.config import Settings
