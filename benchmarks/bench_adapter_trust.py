@@ -83,7 +83,7 @@ def mixed_answers(folder: Path, name: str, weight: float) -> list[dict]:
         room = prompt.room(tokenizer, lift.context_window, [entry.title], settings.max_new_tokens)
         prompt.passages = fit_context(tokenizer, "\n\n".join(chunk.text for chunk in chunks), room)
         ids = tokenizer(render(tokenizer, prompt.messages([entry.title]), True), return_tensors="pt",
-                        add_special_tokens=False)["input_ids"]
+                        add_special_tokens=False)["input_ids"].to(pool.model.device)
         written, with_adapter, without = [], None, None
         with torch.inference_mode():
             for _ in range(settings.max_new_tokens):
@@ -95,7 +95,7 @@ def mixed_answers(folder: Path, name: str, weight: float) -> list[dict]:
                 if token in stops:
                     break
                 written.append(token)
-                ids = torch.tensor([[token]])
+                ids = torch.tensor([[token]], device=pool.model.device)
         text = tokenizer.decode(written, skip_special_tokens=True).strip()
         out.append({**rag, "method": "mixed", "prediction": text, **score_answer(question, text),
                     "latency_s": round(time.monotonic() - started, 3)})
