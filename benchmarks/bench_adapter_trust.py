@@ -167,8 +167,8 @@ def render(model: str, results: dict, default: float, started: str, minutes: flo
             lines += ["", f"One decoding that mixes the two models token by token (log-probabilities weighted "
                           f"{mixed['weight']:g} for the adapter, {1 - mixed['weight']:g} for the base model, over "
                           f"rag's passages): F1 **{mixed['f1']:.1f}**, {mixed['mean_s']:.2f} s per question."]
-        lines += ["", f"No threshold, and no other rule that chooses between the two answers question by question, can "
-                      f"score above **{best['f1']:.1f}**: the better of the adapter's answer and the rag answer on each "
+        lines += ["", "No threshold, and no other rule that chooses between the two answers question by question, "
+                      f"can score above **{best['f1']:.1f}**: the better of the adapter's answer and the rag answer on each "
                       f"question. The adapter's answer is the better one on {best['adapter_better_percent']:.0f}% of "
                       "the questions.", ""]
     lines.append(f"Rows (the sweep and every adapter answer with its least token probability): "

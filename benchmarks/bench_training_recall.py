@@ -5,8 +5,9 @@ For each document of a finished ``bench_quality.py`` run, a sample of the rule q
 closed-book of the document's adapter and of the base model, and scored by token F1 against the training answer.
 Beside them, the same two methods' F1 on the data set's own questions, from the run's rows. A high first figure
 and a low second one say that the adapter holds its training questions and the data set asks something else of
-it: the limit is in which questions training asks, not in how long it trains. The questions the model wrote
-itself are not kept after an absorption ends, so only the rule questions are asked again.
+it: the limit is in which questions training asks, not in how long it trains. Each sampled question is also asked
+reworded (the base model rewrites it, keeping its meaning), to tell a question learnt from a fact learnt. The
+questions the model wrote itself are not kept after an absorption ends, so only the rule questions are asked again.
 
     LIFT_...=... python benchmarks/bench_training_recall.py --model qwen2.5-coder-0.5b --set loogle-short
         [--questions 30] [--label LABEL] [--work DIR] [--out DIR]
@@ -29,6 +30,18 @@ from common import (
 )
 
 METHODS = ("lift", "base")
+REWORD = ("Reword this question: keep its meaning and change its words and their order. Write only the new "
+          "question.\n\n{question}")
+
+
+def reworded(lift, question: str) -> str:
+    """``question`` rewritten by the base model (greedy), without any document."""
+    from lift_tool.generation import generate_reply
+
+    with lift.generator.base() as model:
+        prompt = [{"role": "user", "content": REWORD.format(question=question)}]
+        reply = generate_reply(model, lift.loaded.tokenizer, prompt, max_new_tokens=64)
+    return reply.text.strip().strip('"') or question
 
 
 def recall(folder: Path, name: str, per_document: int) -> list[dict]:
@@ -46,18 +59,25 @@ def recall(folder: Path, name: str, per_document: int) -> list[dict]:
         pairs = RuleQuestionGenerator(training.questions_per_sentence, seed=training.seed).generate(text, entry.title)
         sample = random.Random(0).sample(pairs, min(per_document, len(pairs)))
         scores = {method: [] for method in METHODS}
+        scores["reworded"], examples = [], []
         for number, pair in enumerate(sample, 1):
             for method in METHODS:
                 answer = lift.ask(pair.question, [entry.doc_id], mode=method)
                 scores[method].append(token_f1(answer.text, pair.answer))
-            print(f"  {doc_id[:30]} [{number}/{len(sample)}] lift {scores['lift'][-1]:.2f}", flush=True)
+            other = reworded(lift, pair.question)
+            answer = lift.ask(other, [entry.doc_id], mode="lift")
+            scores["reworded"].append(token_f1(answer.text, pair.answer))
+            examples.append({"question": pair.question, "reworded": other, "answer": pair.answer,
+                             "adapter_reworded": answer.text})
+            print(f"  {doc_id[:30]} [{number}/{len(sample)}] lift {scores['lift'][-1]:.2f} reworded "
+                  f"{scores['reworded'][-1]:.2f} {other[:60]!r}", flush=True)
         asked = {method: [row["f1"] for row in rows if row["doc_id"] == doc_id and row["method"] == method
                           and not row["unanswerable"]] for method in METHODS}
         out.append({"doc_id": doc_id, "tokens": info["tokens"], "rule_questions": len(pairs), "asked": len(sample),
                     "training": {method: round(100 * statistics.fmean(v), 1) for method, v in scores.items()},
                     "dataset": {method: round(100 * statistics.fmean(v), 1) if v else None
                                 for method, v in asked.items()},
-                    "dataset_questions": len(asked["lift"])})
+                    "dataset_questions": len(asked["lift"]), "examples": examples})
     return out
 
 
@@ -66,18 +86,22 @@ def render(model: str, name: str, results: list[dict], started: str, minutes: fl
         *header(f"What the adapter holds of its training questions: `{model}`, {name}", started, description, minutes,
                 command_with_environment()),
         "Token F1, closed-book (no passage in the prompt). Training questions: a sample of the rule questions the "
-        "absorption trained on, scored against their training answers. Data set questions: the run's own rows.",
+        "absorption trained on, scored against their training answers; reworded: the same questions rewritten by the "
+        "base model, asked of the adapter. Data set questions: the run's own rows. The questions, their rewordings "
+        "and the adapter's answers to them are in the report's .json.",
         "",
-        "| document | tokens | rule questions (asked) | training questions: adapter | base model | "
+        "| document | tokens | rule questions (asked) | training questions: adapter | reworded: adapter | base model | "
         "data set questions: adapter | base model |",
-        "|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         lines.append(f"| {r['doc_id']} | {r['tokens']:,} | {r['rule_questions']:,} ({r['asked']}) | "
-                     f"{r['training']['lift']:.1f} | {r['training']['base']:.1f} | {r['dataset']['lift']:.1f} | "
+                     f"{r['training']['lift']:.1f} | {r['training']['reworded']:.1f} | {r['training']['base']:.1f} | "
+                     f"{r['dataset']['lift']:.1f} | "
                      f"{r['dataset']['base']:.1f} |")
     mean = lambda part, method: statistics.fmean(r[part][method] for r in results)  # noqa: E731
-    lines += [f"| mean of the documents | | | {mean('training', 'lift'):.1f} | {mean('training', 'base'):.1f} | "
+    lines += [f"| mean of the documents | | | {mean('training', 'lift'):.1f} | {mean('training', 'reworded'):.1f} | "
+              f"{mean('training', 'base'):.1f} | "
               f"{mean('dataset', 'lift'):.1f} | {mean('dataset', 'base'):.1f} |"]
     return lines
 
