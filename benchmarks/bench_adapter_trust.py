@@ -34,12 +34,13 @@ RUNS = [f"{model}:{name}" for model in ("qwen2.5-coder-0.5b", "smollm2-135m")
 THRESHOLDS = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
 
 
-def adapter_answers(folder: Path, name: str) -> list[dict]:
-    """Every question of the run asked again with lift+rag keeping every adapter answer; one row per question
-    with the adapter's answer, its score and least token probability, and the run's rag row."""
+def adapter_answers(run: tuple) -> list[dict]:
+    """Every question of the run (``open_run``'s tuple, threshold 0) asked again with lift+rag keeping every adapter
+    answer; one row per question with the adapter's answer, its score and least token probability, and the run's
+    rag row."""
     from lift_tool.eval import score_answer
 
-    lift, documents, questions, rag_rows = open_run(folder, name, adapter_min_probability=0.0)
+    lift, documents, questions, rag_rows = run
     out = []
     for number, rag in enumerate(rag_rows, 1):
         question = questions[(rag["doc_id"], rag["index"])]
@@ -52,7 +53,7 @@ def adapter_answers(folder: Path, name: str) -> list[dict]:
     return out
 
 
-def mixed_answers(folder: Path, name: str, weight: float) -> list[dict]:
+def mixed_answers(run: tuple, weight: float) -> list[dict]:
     """Every question of the run answered by one greedy decoding over rag's passages that mixes, token by token,
     the adapter's log-probabilities (``weight``) with the base model's (1 - ``weight``): a product of the two
     models rather than a choice between their answers. One row per question, as the run's rows."""
@@ -60,16 +61,18 @@ def mixed_answers(folder: Path, name: str, weight: float) -> list[dict]:
 
     from lift_tool.answering import QuestionPrompt
     from lift_tool.eval import score_answer
-    from lift_tool.generation import _stop_ids, fit_context
+    from lift_tool.generation import _stop_ids, cache_keyword, fit_context
     from lift_tool.prompts import render
 
-    lift, documents, questions, rag_rows = open_run(folder, name)
+    lift, documents, questions, rag_rows = run
     tokenizer, pool = lift.loaded.tokenizer, lift.generator
     stops, settings = set(_stop_ids(tokenizer)), lift.settings
 
+    cache = cache_keyword()  # the key/value cache's name in this transformers version
+
     def next_logprobs(model, ids, past):
-        output = model(input_ids=ids, past_key_values=past, use_cache=True)
-        return torch.log_softmax(output.logits[0, -1].float(), dim=-1), output.past_key_values
+        output = model(input_ids=ids, **{cache: past}, use_cache=True)
+        return torch.log_softmax(output.logits[0, -1].float(), dim=-1), output[cache]
 
     out = []
     for number, rag in enumerate(rag_rows, 1):
@@ -77,8 +80,7 @@ def mixed_answers(folder: Path, name: str, weight: float) -> list[dict]:
         entry = lift.registry.resolve(documents[rag["doc_id"]]["lift_doc_id"])
         adapter = lift.registry.adapter_for(entry.doc_id, lift.loaded.fingerprint, lift.loaded.name)
         started = time.monotonic()
-        chunks = lift.store.search(question.prompt, k=settings.retrieval.k, doc_ids=[entry.doc_id],
-                                   method=settings.retrieval.search)
+        chunks = lift.answering._retrieve(question.prompt, [entry])  # rag's passages, as lift.ask finds them
         prompt = QuestionPrompt(question.prompt)
         room = prompt.room(tokenizer, lift.context_window, [entry.title], settings.max_new_tokens)
         prompt.passages = fit_context(tokenizer, "\n\n".join(chunk.text for chunk in chunks), room)
@@ -198,7 +200,9 @@ def main() -> None:
         documents = read_json(folder / "documents.json")
         rows = read_json(folder / "results.json")
         reference = summarise([r for r in rows if r["method"] in ("context", "rag")], documents)
-        answers = adapter_answers(folder, name)
+        # One Lift on the run's memory for both passes (the threshold matters only to adapter_answers' lift+rag).
+        opened = open_run(folder, name, adapter_min_probability=0.0)
+        answers = adapter_answers(opened)
         results.setdefault(model, {})[run] = {
             "context_f1": reference["context"]["f1"], "rag_f1": reference["rag"]["f1"],
             "questions": len(answers), "sweep": sweep(answers, documents), "ceiling": ceiling(answers, documents),
@@ -208,7 +212,7 @@ def main() -> None:
                          "least_token_probability": round(a["least_token_probability"], 4)}
                         for a in answers]}
         if args.mixed is not None:
-            mixed = mixed_answers(folder, name, args.mixed)
+            mixed = mixed_answers(opened, args.mixed)
             results[model][run]["mixed"] = {"weight": args.mixed, "f1": summarise(mixed, documents)["mixed"]["f1"],
                                             "mean_s": round(statistics.fmean(r["latency_s"] for r in mixed), 2)}
     minutes = (time.monotonic() - t0) / 60
