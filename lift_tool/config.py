@@ -100,6 +100,9 @@ class TrainingSettings(BaseModel):
     # Questions the model itself writes about each passage of a few sentences, answered by it with the passage in
     # its prompt; the usable ones join the rule-made questions (training.written_questions). 0: none.
     written_questions: int = Field(0, ge=0)
+    # Restatements of each such passage the model writes itself (in other words, or its facts one to a line); the
+    # rule questions about the usable ones join the others (training.written_questions). 0: none.
+    restatements: int = Field(0, ge=0)
     # LoRA+ (arXiv 2402.12354): the learning rate of each adapter's B matrix, as a multiple of A's (the learning
     # rate above). 1: both learn at the same rate.
     lora_b_lr_ratio: float = Field(1.0, ge=1)
@@ -224,7 +227,8 @@ class Settings(BaseSettings):
 
 
 # Training settings added after adapters were stored, with the value that trains exactly as before they existed.
-AS_BEFORE = {"regroup_questions": True, "distill": 0.0, "written_questions": 0, "lora_b_lr_ratio": 1.0}
+AS_BEFORE = {"regroup_questions": True, "distill": 0.0, "written_questions": 0, "lora_b_lr_ratio": 1.0,
+             "restatements": 0}
 
 
 def load_settings(**overrides) -> Settings:

@@ -162,6 +162,23 @@ def generate_replies(model, tokenizer, conversations: list[list[dict[str, str]]]
     return [text.strip() for text in tokenizer.batch_decode(output[:, width:], skip_special_tokens=True)]
 
 
+def sample_replies(model, tokenizer, request: str, count: int, max_new_tokens: int, temperature: float) -> list[str]:
+    """``count`` replies to one user message, sampled so that they differ: the prompt is read once and its cache
+    copied for each."""
+    import torch
+
+    prompt = render(tokenizer, [{"role": "user", "content": request}], add_generation_prompt=True)
+    ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    cache = read_prefix(model, ids[:-1])  # the last token is the first one generate reads
+    cache.batch_repeat_interleave(count)
+    input_ids = torch.tensor([ids] * count, device=model.device)
+    with torch.inference_mode():
+        output = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
+                                **{cache_keyword(): cache}, max_new_tokens=max_new_tokens, do_sample=True,
+                                temperature=temperature, top_p=None, top_k=None, pad_token_id=tokenizer.pad_token_id)
+    return [text.strip() for text in tokenizer.batch_decode(output[:, len(ids) :], skip_special_tokens=True)]
+
+
 def cut_at_stop(text: str, stops: list[str]) -> str:
     """``text`` up to the first place where one of ``stops`` begins (all of it when none occurs)."""
     ends = [found for marker in stops if (found := text.find(marker)) >= 0]

@@ -105,7 +105,7 @@ def test_settings_added_later_at_their_earlier_values_keep_the_fingerprint_of_ad
 
     from lift_tool.config import AS_BEFORE
 
-    assert set(AS_BEFORE) == {"regroup_questions", "distill", "written_questions", "lora_b_lr_ratio"}
+    assert set(AS_BEFORE) == {"regroup_questions", "distill", "written_questions", "lora_b_lr_ratio", "restatements"}
     settings = Settings()  # every later setting at the value that trains as before it existed
     before = {"lora": settings.lora.model_dump(),
               "training": settings.training.model_dump(exclude={"budget_seconds", "frozen_layer_cache_mb",
@@ -127,6 +127,9 @@ def test_settings_added_later_at_their_earlier_values_keep_the_fingerprint_of_ad
     lora_plus = Settings.model_validate({"training": {"lora_b_lr_ratio": 4.0}})
     assert lora_plus.training_fingerprint() not in (as_before, fixed.training_fingerprint(),
                                                     distilled.training_fingerprint(), written.training_fingerprint())
+    restated = Settings.model_validate({"training": {"restatements": 2}})
+    assert restated.training_fingerprint() not in (as_before, written.training_fingerprint(),
+                                                   lora_plus.training_fingerprint())
 
 
 def test_passage_settings_change_the_fingerprint_only_where_passages_are_trained_on():

@@ -2,8 +2,8 @@
 
 - ``absorb``: ``absorb()``, the setup / train / save steps, composing the modules below;
 - ``recipe``: the questions a document is trained on, and the settings left to the model's size;
-- ``questions``, ``tasks``: synthetic question-answer pairs, and the four kinds of training example;
-- ``written_questions``: question-answer pairs the model writes itself, beside the rule-made ones;
+- ``questions``, ``tasks``: synthetic question-answer pairs, and the five kinds of training example;
+- ``written_questions``: what the model writes itself to train on (questions, restatements), beside the rules';
 - ``distill``: context distillation, the model with the passage in its prompt as the answers' teacher;
 - ``layer_cache``: the output of the frozen layers below the adapter, kept for examples seen again;
 - ``loop``: the training loop, the learning-rate schedule and the batch loss;

@@ -24,21 +24,23 @@ def generate_qa(document: "Document", settings: "Settings", qa_generator=None,
                 loaded: "LoadedModel | None" = None, progress: bool = False,
                 written_file: "Path | None" = None) -> list[QAPair]:
     """The synthetic question-answer pairs to train on: the generator's (the rules by default) and, with
-    ``training.written_questions``, those ``loaded``'s model writes itself (kept in ``written_file``, and read
-    back from it when it holds them); each answer kept to its share, and questions the document does not answer
-    added."""
-    generator = qa_generator or RuleQuestionGenerator(settings.training.questions_per_sentence, seed=settings.training.seed)
+    ``training.written_questions`` or ``training.restatements``, those ``loaded``'s model writes itself (kept in
+    ``written_file``, and read back from it when it holds them); each answer kept to its share, and questions the
+    document does not answer added."""
+    training = settings.training
+    generator = qa_generator or RuleQuestionGenerator(training.questions_per_sentence, seed=training.seed)
     pairs = generator.generate(document.text, document.title)
-    if settings.training.written_questions > 0:
+    if training.written_questions > 0 or training.restatements > 0:
         if loaded is None:
-            raise ValueError("training.written_questions needs the model that writes them")
-        writer = ModelQuestionWriter(loaded, settings.training.written_questions)
+            raise ValueError("training.written_questions and training.restatements need the model that writes them")
+        writer = ModelQuestionWriter(loaded, training.written_questions, training.restatements,
+                                     training.questions_per_sentence, seed=training.seed)
         pairs += writer.generate(document.text, document.title, progress, saved=written_file)
-    if settings.training.max_answer_share is not None:  # None only before settings_for_model has filled it in
-        pairs = limit_repeated_answers(pairs, settings.training.max_answer_share, seed=settings.training.seed)
-    n_unanswerable = max(1, round(len(pairs) * max(settings.training.mix.unanswerable, 0.0)))
-    if settings.training.mix.unanswerable > 0:
-        pairs += unanswerable_questions(pairs, document.text, n_unanswerable, seed=settings.training.seed)
+    if training.max_answer_share is not None:  # None only before settings_for_model has filled it in
+        pairs = limit_repeated_answers(pairs, training.max_answer_share, seed=training.seed)
+    n_unanswerable = max(1, round(len(pairs) * max(training.mix.unanswerable, 0.0)))
+    if training.mix.unanswerable > 0:
+        pairs += unanswerable_questions(pairs, document.text, n_unanswerable, seed=training.seed)
     return pairs
 
 
