@@ -87,8 +87,8 @@ def test_written_pairs_kept_in_a_file_are_read_back_with_the_random_state_writin
 
 
 def test_a_restatement_is_kept_only_when_it_says_the_passage_in_other_words_and_adds_no_name_or_number():
-    assert restatement_usable("In 1841 the engineer Agatha Moorcroft founded Brimley, whose canal runs for 14 kilometres.",
-                              PASSAGE)
+    assert restatement_usable(
+        "In 1841 the engineer Agatha Moorcroft founded Brimley, whose canal runs for 14 kilometres.", PASSAGE)
     assert restatement_usable("Over the years, Brimley grew from what Agatha Moorcroft founded in 1841.", PASSAGE)
     assert not restatement_usable(PASSAGE, PASSAGE)  # a copy
     assert not restatement_usable("Brimley was founded in 1841 by the engineer Agatha Moorcroft. The canal is long.",
