@@ -46,6 +46,7 @@ def reworded(lift, question: str) -> str:
 
 def recall(folder: Path, name: str, per_document: int) -> list[dict]:
     """Per document: its rule questions, and each method's F1 on a sample of them and on the data set's."""
+    from lift_tool.eval import summarise
     from lift_tool.eval.scoring import token_f1
     from lift_tool.training.questions import RuleQuestionGenerator
 
@@ -71,13 +72,12 @@ def recall(folder: Path, name: str, per_document: int) -> list[dict]:
                              "adapter_reworded": answer.text})
             print(f"  {doc_id[:30]} [{number}/{len(sample)}] lift {scores['lift'][-1]:.2f} reworded "
                   f"{scores['reworded'][-1]:.2f} {other[:60]!r}", flush=True)
-        asked = {method: [row["f1"] for row in rows if row["doc_id"] == doc_id and row["method"] == method
-                          and not row["unanswerable"]] for method in METHODS}
+        asked = summarise([row for row in rows if row["doc_id"] == doc_id and row["method"] in METHODS],
+                          {doc_id: info})
         out.append({"doc_id": doc_id, "tokens": info["tokens"], "rule_questions": len(pairs), "asked": len(sample),
                     "training": {method: round(100 * statistics.fmean(v), 1) for method, v in scores.items()},
-                    "dataset": {method: round(100 * statistics.fmean(v), 1) if v else None
-                                for method, v in asked.items()},
-                    "dataset_questions": len(asked["lift"]), "examples": examples})
+                    "dataset": {method: asked[method]["f1"] if method in asked else None for method in METHODS},
+                    "dataset_questions": asked["lift"]["n_free"] if "lift" in asked else 0, "examples": examples})
     return out
 
 
